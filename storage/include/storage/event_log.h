@@ -1,0 +1,96 @@
+// EventLog: the broker's durable, append-only log of events, with an index by event id
+// (for idempotent publish) and by region prefix (so consumers and replays read only the
+// events that concern them).
+//
+// The log stores each event's bytes (the broker's log record) opaquely under its global
+// sequence number; it never decodes them. The caller supplies the metadata the indexes
+// need (id, payload kind, region codes), so storage does not depend on the schemas.
+//
+// Implementations: MemoryEventLog (memory_event_log.h, for tests of the broker core) and
+// the RocksDB log (rocksdb_event_log.h). One contract test suite runs on both.
+//
+// Ownership: the caller owns an EventLog through std::unique_ptr; nothing it returns
+// borrows from it except the string_views passed to scan callbacks (see scan()).
+//
+// Thread-safety: implementations are safe for any number of concurrent readers plus one
+// writer (append). Concurrent calls to append() from several threads are a bug.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include <common/ids.h>
+#include <common/result.h>
+
+namespace kolabus::storage {
+
+// A region code is 10 digits (province 2, regency/city 2, district 2, village 4). The
+// region index holds every event under each of these prefix lengths.
+inline constexpr std::size_t kRegionCodeLength = 10;
+inline constexpr std::array<std::size_t, 4> kRegionPrefixLengths = {2, 4, 6, 10};
+
+// True when `prefix` is all digits and one of kRegionPrefixLengths long, i.e. a prefix
+// that scan_region() accepts.
+bool is_region_prefix(std::string_view prefix);
+
+// One event to append. Borrowed views: they must stay valid for the call to append().
+struct AppendRecord {
+  Sequence seq;
+  EventId id;
+  std::uint8_t kind;                     // payload kind number, stored in the region index
+  std::span<const std::string> regions;  // 10-digit village codes the event concerns
+  std::span<const std::uint8_t> record;  // the bytes to store under seq
+};
+
+struct RegionHit {
+  Sequence seq;
+  std::uint8_t kind;
+};
+
+class EventLog {
+ public:
+  virtual ~EventLog() = default;
+
+  // Appends all records atomically and durably: one write, synced (WAL fsync) before
+  // returning (unless the RocksDB log was opened with sync = false). All or nothing: on
+  // error no record is readable and next_sequence() is unchanged.
+  // REQUIRES: records non-empty; seqs consecutive starting at next_sequence(); ids
+  // distinct and not present in the log (the caller checks with find_id); every region
+  // is kRegionCodeLength digits. Violations are bugs and abort (KOLABUS_CHECK).
+  // Errors: kIoError (disk full, fsync failed, injected failure), kInvalidArgument
+  // (log opened read-only).
+  virtual Status append(std::span<const AppendRecord> records) = 0;
+
+  // The sequence the next appended record must carry: 1 for an empty log; recovered on
+  // open from the last stored record.
+  virtual Sequence next_sequence() const = 0;
+
+  // The sequence stored under `id`, or nullopt if the log does not hold it.
+  virtual Result<std::optional<Sequence>> find_id(const EventId& id) const = 0;
+
+  // The record stored under `seq`, or nullopt if there is none.
+  virtual Result<std::optional<std::string>> read(Sequence seq) const = 0;
+
+  // Calls fn for each stored record with seq >= from, in sequence order, at most `max`
+  // times; fn returns false to stop early. The string_view is valid only during the
+  // call. fn must not call append() on this log.
+  virtual Status scan(Sequence from, std::size_t max,
+                      const std::function<bool(Sequence, std::string_view)>& fn) const = 0;
+
+  // Region index: each event is indexed under every prefix level of each of its regions
+  // (2, 4, 6 and 10 digits: "12", "1271", "127101", "1271011001"), once per distinct
+  // prefix per event. Calls fn for each (seq, kind) with seq >= from indexed under
+  // exactly `prefix`, in sequence order, at most `max` times; fn returns false to stop.
+  // fn must not call append() on this log.
+  // Errors: kInvalidArgument when !is_region_prefix(prefix).
+  virtual Status scan_region(std::string_view prefix, Sequence from, std::size_t max,
+                             const std::function<bool(const RegionHit&)>& fn) const = 0;
+};
+
+}  // namespace kolabus::storage

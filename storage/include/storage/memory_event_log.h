@@ -1,0 +1,48 @@
+// MemoryEventLog: an EventLog held in memory, for fast deterministic tests of the broker
+// core. It honours the full EventLog contract (the same contract suite runs on it and on
+// the RocksDB log) but nothing survives the object.
+//
+// Thread-safety: as EventLog (concurrent readers plus one writer); fail_appends() may be
+// called from any thread. Scan callbacks run without the internal lock held (the hits
+// are copied first), so they may call the log's read functions.
+#pragma once
+
+#include <atomic>
+#include <map>
+#include <shared_mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <storage/event_log.h>
+
+namespace kolabus::storage {
+
+class MemoryEventLog final : public EventLog {
+ public:
+  MemoryEventLog() = default;
+
+  // While on, append() returns Errc::kIoError ("injected failure") and stores nothing,
+  // so tests can drive the broker's handling of a failing disk.
+  void fail_appends(bool on) { fail_appends_.store(on); }
+
+  Status append(std::span<const AppendRecord> records) override;
+  Sequence next_sequence() const override;
+  Result<std::optional<Sequence>> find_id(const EventId& id) const override;
+  Result<std::optional<std::string>> read(Sequence seq) const override;
+  Status scan(Sequence from, std::size_t max,
+              const std::function<bool(Sequence, std::string_view)>& fn) const override;
+  Status scan_region(std::string_view prefix, Sequence from, std::size_t max,
+                     const std::function<bool(const RegionHit&)>& fn) const override;
+
+ private:
+  mutable std::shared_mutex mu_;
+  std::map<std::uint64_t, std::string> log_;        // seq -> record
+  std::unordered_map<EventId, std::uint64_t> ids_;  // id -> seq
+  // prefix -> hits in increasing seq order (appends only ever add larger seqs).
+  std::map<std::string, std::vector<RegionHit>, std::less<>> regions_;
+  std::uint64_t next_seq_ = 1;
+  std::atomic<bool> fail_appends_{false};
+};
+
+}  // namespace kolabus::storage

@@ -1,0 +1,47 @@
+#include <algorithm>
+#include <set>
+
+#include "event_log_internal.h"
+#include <storage/event_log.h>
+
+namespace kolabus::storage {
+
+namespace {
+bool all_digits(std::string_view s) {
+  return std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+}  // namespace
+
+bool is_region_prefix(std::string_view prefix) {
+  return std::find(kRegionPrefixLengths.begin(), kRegionPrefixLengths.end(), prefix.size()) !=
+             kRegionPrefixLengths.end() &&
+         all_digits(prefix);
+}
+
+namespace detail {
+
+void check_append_preconditions(std::span<const AppendRecord> records, Sequence next) {
+  KOLABUS_CHECK(!records.empty());
+  std::set<EventId> ids;
+  for (std::size_t i = 0; i < records.size(); ++i) {
+    KOLABUS_CHECK(records[i].seq.value == next.value + i);
+    KOLABUS_CHECK(ids.insert(records[i].id).second);
+    for (const auto& r : records[i].regions) {
+      KOLABUS_CHECK(r.size() == kRegionCodeLength && all_digits(r));
+    }
+  }
+}
+
+std::vector<std::string_view> distinct_region_prefixes(std::span<const std::string> regions) {
+  std::vector<std::string_view> out;
+  for (const auto& r : regions) {
+    for (std::size_t len : kRegionPrefixLengths) {
+      std::string_view p = std::string_view(r).substr(0, len);
+      if (std::find(out.begin(), out.end(), p) == out.end()) out.push_back(p);
+    }
+  }
+  return out;
+}
+
+}  // namespace detail
+}  // namespace kolabus::storage

@@ -1,0 +1,258 @@
+#include "rocks_util.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <set>
+
+#include <rocksdb/cache.h>
+#include <rocksdb/convenience.h>
+#include <rocksdb/filter_policy.h>
+#include <rocksdb/table.h>
+
+namespace kolabus::storage::detail {
+
+Error to_error(const rocksdb::Status& s, std::string_view what) {
+  KOLABUS_CHECK(!s.ok());
+  std::string msg = std::string(what) + ": " + s.ToString();
+  // RocksDB reports its directory lock as a plain IOError; the only way to tell it from
+  // other I/O errors is the message. A lock held by another process fails fcntl() and
+  // reads "While lock file: <dir>/LOCK: Resource temporarily unavailable"; a second open
+  // within this process reads "lock hold by current process".
+  if (s.IsIOError() && (s.ToString().find("While lock file") != std::string::npos ||
+                        s.ToString().find("lock hold by current process") != std::string::npos)) {
+    return Error{Errc::kBusy, std::string(what) +
+                                  ": the directory is in use by another process (or another "
+                                  "open handle in this process): " +
+                                  s.ToString()};
+  }
+  if (s.IsCorruption()) return Error{Errc::kCorruption, std::move(msg)};
+  if (s.IsNoSpace()) return Error{Errc::kIoError, std::move(msg) + " (no space left on device)"};
+  if (s.IsIOError()) return Error{Errc::kIoError, std::move(msg)};
+  if (s.IsNotFound() || s.IsPathNotFound()) return Error{Errc::kNotFound, std::move(msg)};
+  if (s.IsInvalidArgument() || s.IsNotSupported()) {
+    return Error{Errc::kInvalidArgument, std::move(msg)};
+  }
+  if (s.IsBusy() || s.IsTryAgain() || s.IsTimedOut()) return Error{Errc::kBusy, std::move(msg)};
+  if (s.IsShutdownInProgress() || s.IsIncomplete() || s.IsAborted()) {
+    return Error{Errc::kUnavailable, std::move(msg)};
+  }
+  return Error{Errc::kInternal, std::move(msg)};
+}
+
+void append_be64(std::string& out, std::uint64_t v) {
+  for (int i = 7; i >= 0; --i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+
+std::string encode_be64(std::uint64_t v) {
+  std::string s;
+  s.reserve(8);
+  append_be64(s, v);
+  return s;
+}
+
+std::uint64_t decode_be64(std::string_view b) {
+  KOLABUS_CHECK(b.size() >= 8);
+  std::uint64_t v = 0;
+  for (std::size_t i = 0; i < 8; ++i) v = v << 8 | static_cast<std::uint8_t>(b[i]);
+  return v;
+}
+
+namespace {
+
+bool supported(rocksdb::CompressionType t) {
+  const auto all = rocksdb::GetSupportedCompressions();
+  return std::find(all.begin(), all.end(), t) != all.end();
+}
+
+std::string encode_be32(std::uint32_t v) {
+  std::string s;
+  for (int i = 3; i >= 0; --i) s.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+  return s;
+}
+
+// True when no column family holds any key: a database created by an earlier open that
+// crashed before it wrote its meta keys.
+Result<bool> all_empty(rocksdb::DB* db, const std::vector<rocksdb::ColumnFamilyHandle*>& cfs) {
+  for (auto* cf : cfs) {
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), cf));
+    it->SeekToFirst();
+    if (!it->status().ok()) return unexpected(to_error(it->status(), "scan " + cf->GetName()));
+    if (it->Valid()) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+rocksdb::ColumnFamilyOptions column_family_options(const std::shared_ptr<rocksdb::Cache>& cache,
+                                                   Bloom bloom, std::size_t write_buffer_bytes) {
+  rocksdb::ColumnFamilyOptions o;
+  o.compaction_style = rocksdb::kCompactionStyleLevel;
+  o.level_compaction_dynamic_level_bytes = true;
+  o.write_buffer_size = write_buffer_bytes;
+  // LZ4 where data is still young and rewritten often; ZSTD for the bottom level, where
+  // most bytes end up and stay. Debian's build has both, but check rather than assume.
+  if (supported(rocksdb::kLZ4Compression)) {
+    o.compression = rocksdb::kLZ4Compression;
+  } else if (supported(rocksdb::kSnappyCompression)) {
+    o.compression = rocksdb::kSnappyCompression;
+  } else {
+    o.compression = rocksdb::kNoCompression;
+  }
+  o.bottommost_compression =
+      supported(rocksdb::kZSTD) ? rocksdb::kZSTD : rocksdb::kDisableCompressionOption;
+
+  rocksdb::BlockBasedTableOptions t;
+  t.block_cache = cache;
+  t.cache_index_and_filter_blocks = true;
+  t.pin_l0_filter_and_index_blocks_in_cache = true;
+  t.format_version = 5;
+  if (bloom == Bloom::kYes) t.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  o.table_factory.reset(rocksdb::NewBlockBasedTableFactory(t));
+  return o;
+}
+
+rocksdb::DBOptions db_options() {
+  rocksdb::DBOptions o;
+  // A bounded number of open files keeps start-up fast (RocksDB opens every table file
+  // at start when this is -1) and memory predictable.
+  o.max_open_files = 256;
+  o.max_background_jobs = 2;
+  o.skip_stats_update_on_db_open = true;
+  o.skip_checking_sst_file_sizes_on_db_open = true;
+  // With several column families a WAL file lives until every family has flushed past
+  // it; this forces flushes of small, slow families so the WAL stays bounded.
+  o.max_total_wal_size = 128 << 20;
+  o.keep_log_file_num = 4;
+  o.max_log_file_size = 16 << 20;
+  return o;
+}
+
+RocksDb::~RocksDb() {
+  if (db_ == nullptr) return;
+  for (auto* h : handles_) {
+    if (h != nullptr) (void)db_->DestroyColumnFamilyHandle(h);
+  }
+  (void)db_->Close();
+  delete db_;
+}
+
+Result<std::unique_ptr<RocksDb>> open_rocks(const OpenSpec& spec) {
+  KOLABUS_CHECK(!spec.cfs.empty() && spec.cfs[0].name == rocksdb::kDefaultColumnFamilyName);
+  const bool read_only = spec.mode == OpenMode::kReadOnly;
+  const std::string where = spec.store + " " + spec.dir;
+
+  std::error_code ec;
+  const bool exists = std::filesystem::exists(std::filesystem::path(spec.dir) / "CURRENT", ec);
+  if (read_only && !exists) {
+    return unexpected(Errc::kNotFound, "open " + where + " read-only: no database there");
+  }
+
+  std::vector<std::string> existing;
+  if (exists) {
+    auto s = rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), spec.dir, &existing);
+    if (!s.ok()) return unexpected(to_error(s, "list column families of " + where));
+  }
+
+  std::vector<rocksdb::ColumnFamilyDescriptor> descs;
+  std::set<std::string> ours;
+  for (const auto& cf : spec.cfs) {
+    ours.insert(cf.name);
+    const bool present = std::find(existing.begin(), existing.end(), cf.name) != existing.end();
+    if (read_only && !present) {
+      return unexpected(Errc::kInvalidArgument, "open " + where + ": column family '" + cf.name +
+                                                    "' is missing: not a kolabus " + spec.store);
+    }
+    descs.emplace_back(cf.name, cf.options);
+  }
+  // Column families this code does not know (a newer format, or another store) must be
+  // opened too; they are reported after the meta keys, whose message is clearer.
+  std::vector<std::string> foreign;
+  for (const auto& name : existing) {
+    if (ours.count(name) == 0) {
+      foreign.push_back(name);
+      descs.emplace_back(name, rocksdb::ColumnFamilyOptions());
+    }
+  }
+
+  auto opts = spec.db_options;
+  opts.create_if_missing = !read_only;
+  opts.create_missing_column_families = !read_only;
+
+  auto out = std::make_unique<RocksDb>();
+  out->dir_ = spec.dir;
+  rocksdb::Status s;
+  if (read_only) {
+    s = rocksdb::DB::OpenForReadOnly(opts, spec.dir, descs, &out->handles_, &out->db_);
+  } else {
+    s = rocksdb::DB::Open(opts, spec.dir, descs, &out->handles_, &out->db_);
+  }
+  if (!s.ok()) return unexpected(to_error(s, "open " + where));
+
+  auto* meta = out->cf(0);
+  std::string store, format;
+  s = out->db_->Get(rocksdb::ReadOptions(), meta, kMetaStoreKey, &store);
+  const bool has_store = s.ok();
+  if (!s.ok() && !s.IsNotFound()) return unexpected(to_error(s, "read meta of " + where));
+  s = out->db_->Get(rocksdb::ReadOptions(), meta, kMetaFormatKey, &format);
+  const bool has_format = s.ok();
+  if (!s.ok() && !s.IsNotFound()) return unexpected(to_error(s, "read meta of " + where));
+
+  if (has_store && store != spec.store) {
+    return unexpected(Errc::kInvalidArgument, "open " + where + ": the directory holds a kolabus " +
+                                                  store + ", not a " + spec.store);
+  }
+  if (has_format) {
+    if (format.size() != 4) {
+      return unexpected(Errc::kCorruption, "open " + where + ": format version is " +
+                                               std::to_string(format.size()) +
+                                               " bytes long, expected 4");
+    }
+    std::uint32_t v = 0;
+    for (char c : format) v = v << 8 | static_cast<std::uint8_t>(c);
+    if (v > spec.format_version) {
+      return unexpected(Errc::kInvalidArgument,
+                        "open " + where + ": on-disk format version " + std::to_string(v) +
+                            " is newer than the version " + std::to_string(spec.format_version) +
+                            " this kolabus understands; use a newer kolabus");
+    }
+    if (v < spec.format_version) {
+      return unexpected(Errc::kInvalidArgument, "open " + where + ": on-disk format version " +
+                                                    std::to_string(v) + " is older than " +
+                                                    std::to_string(spec.format_version) +
+                                                    " and there is no migration for it");
+    }
+  }
+  if (!foreign.empty()) {
+    std::string names;
+    for (const auto& n : foreign) names += (names.empty() ? "" : ", ") + n;
+    return unexpected(Errc::kInvalidArgument, "open " + where + ": unknown column families (" +
+                                                  names + "): not a kolabus " + spec.store +
+                                                  " of this version");
+  }
+  if (!has_store || !has_format) {
+    if (read_only) {
+      return unexpected(Errc::kInvalidArgument,
+                        "open " + where + ": no format metadata: not a kolabus " + spec.store);
+    }
+    // A database with data but no meta keys was not written by us. An empty one was
+    // created by an open that stopped before writing them (the two are not atomic).
+    auto empty = all_empty(out->db_, out->handles_);
+    if (!empty) return unexpected(empty.error());
+    if (!*empty) {
+      return unexpected(
+          Errc::kInvalidArgument,
+          "open " + where + ": data but no format metadata: not a kolabus " + spec.store);
+    }
+    rocksdb::WriteBatch batch;
+    batch.Put(meta, kMetaStoreKey, spec.store);
+    batch.Put(meta, kMetaFormatKey, encode_be32(spec.format_version));
+    rocksdb::WriteOptions wo;
+    wo.sync = true;
+    s = out->db_->Write(wo, &batch);
+    if (!s.ok()) return unexpected(to_error(s, "write meta of " + where));
+  }
+  return out;
+}
+
+}  // namespace kolabus::storage::detail

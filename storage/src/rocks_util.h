@@ -1,0 +1,93 @@
+// Internal to storage: what the RocksDB stores (event log, outbox) share. Converting
+// rocksdb::Status to Error, big-endian keys, options, and opening a database with its
+// column families and its format metadata checked.
+//
+// Thread-safety: RocksDb is as thread-safe as rocksdb::DB (fully); the rest are pure.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <rocksdb/db.h>
+#include <rocksdb/options.h>
+#include <rocksdb/status.h>
+
+#include <common/result.h>
+
+namespace kolabus::storage::detail {
+
+// The one place where a rocksdb::Status becomes an Error. `what` says what was being
+// done ("append to event log /var/log").
+// REQUIRES: !s.ok().
+Error to_error(const rocksdb::Status& s, std::string_view what);
+
+// 8-byte big-endian encoding, so that byte order of keys is numeric order.
+std::string encode_be64(std::uint64_t v);
+void append_be64(std::string& out, std::uint64_t v);
+// REQUIRES: b.size() >= 8; decodes the first 8 bytes.
+std::uint64_t decode_be64(std::string_view b);
+
+inline rocksdb::Slice as_slice(std::span<const std::uint8_t> b) {
+  return {reinterpret_cast<const char*>(b.data()), b.size()};
+}
+
+// Options shared by every column family of our stores: level compaction, the best
+// compression Debian's librocksdb supports, a block cache, optionally a bloom filter
+// (for point lookups of keys that are mostly absent, such as event ids).
+enum class Bloom { kNo, kYes };
+rocksdb::ColumnFamilyOptions column_family_options(const std::shared_ptr<rocksdb::Cache>& cache,
+                                                   Bloom bloom, std::size_t write_buffer_bytes);
+rocksdb::DBOptions db_options();
+
+struct CfSpec {
+  std::string name;
+  rocksdb::ColumnFamilyOptions options;
+};
+
+enum class OpenMode { kReadWrite, kReadOnly };
+
+struct OpenSpec {
+  std::string dir;
+  std::string store;             // "event_log", "outbox": stored in meta, checked on open
+  std::uint32_t format_version;  // the version this code writes and reads
+  rocksdb::DBOptions db_options;
+  std::vector<CfSpec> cfs;  // cfs[0] must be "default" (it holds the meta keys)
+  OpenMode mode = OpenMode::kReadWrite;
+};
+
+// Owns an open database and its column family handles.
+class RocksDb {
+ public:
+  RocksDb() = default;
+  ~RocksDb();
+  RocksDb(const RocksDb&) = delete;
+  RocksDb& operator=(const RocksDb&) = delete;
+
+  rocksdb::DB* db() const { return db_; }
+  // The handle of spec.cfs[i].
+  rocksdb::ColumnFamilyHandle* cf(std::size_t i) const { return handles_[i]; }
+  const std::string& dir() const { return dir_; }
+
+ private:
+  friend Result<std::unique_ptr<RocksDb>> open_rocks(const OpenSpec& spec);
+  rocksdb::DB* db_ = nullptr;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // spec order, then foreign ones
+  std::string dir_;
+};
+
+// Opens the database: lists the existing column families first (RocksDB refuses an open
+// that omits one), creates missing ones (read-write), then checks the meta keys in
+// `default`: the store kind must match and the format version must not be newer. A new
+// database gets its meta keys written (synced) before this returns.
+Result<std::unique_ptr<RocksDb>> open_rocks(const OpenSpec& spec);
+
+// The meta keys in the default column family.
+inline constexpr std::string_view kMetaStoreKey = "store";
+inline constexpr std::string_view kMetaFormatKey = "format_version";  // 4 bytes, big-endian
+
+}  // namespace kolabus::storage::detail

@@ -1,0 +1,222 @@
+// The RocksDB event log. Layout (see README.md):
+//   default  meta: "store" = "event_log", "format_version" = 4-byte BE
+//   log      8-byte BE seq -> record bytes
+//   ids      16-byte id -> 8-byte BE seq (bloom filter: most lookups miss)
+//   regions  1-byte prefix length + prefix digits + 8-byte BE seq -> 1-byte kind
+#include <atomic>
+
+#include <rocksdb/cache.h>
+#include <rocksdb/write_batch.h>
+
+#include "event_log_internal.h"
+#include "rocks_util.h"
+#include <storage/rocksdb_event_log.h>
+
+namespace kolabus::storage {
+
+namespace {
+
+using detail::append_be64;
+using detail::decode_be64;
+using detail::encode_be64;
+using detail::to_error;
+
+constexpr std::uint32_t kFormatVersion = 1;
+enum Cf : std::size_t { kMeta = 0, kLog = 1, kIds = 2, kRegions = 3 };
+
+std::string region_key_prefix(std::string_view prefix) {
+  std::string k;
+  k.reserve(1 + prefix.size() + 8);
+  k.push_back(static_cast<char>(prefix.size()));
+  k.append(prefix);
+  return k;
+}
+
+class RocksEventLog final : public EventLog {
+ public:
+  RocksEventLog(std::unique_ptr<detail::RocksDb> db, const RocksOptions& options,
+                detail::OpenMode mode, std::uint64_t next)
+      : db_(std::move(db)), sync_(options.sync), mode_(mode), next_seq_(next) {}
+
+  Status append(std::span<const AppendRecord> records) override {
+    if (mode_ == detail::OpenMode::kReadOnly) {
+      return unexpected(Errc::kInvalidArgument, "event log " + db_->dir() + " is open read-only");
+    }
+    detail::check_append_preconditions(records, Sequence{next_seq_.load()});
+    // The caller has checked that no id is present; a duplicate would leave the earlier
+    // record unreachable by id, so check again here (one bloom-filtered read per id).
+    for (const auto& r : records) {
+      auto found = find_id(r.id);
+      if (!found) return unexpected(found.error());
+      KOLABUS_CHECK(!found->has_value());
+    }
+
+    // One batch: a crash never leaves a record without its id or region entries.
+    rocksdb::WriteBatch batch;
+    std::string key;
+    for (const auto& r : records) {
+      const std::string seq = encode_be64(r.seq.value);
+      auto s = batch.Put(db_->cf(kLog), seq, detail::as_slice(r.record));
+      if (s.ok()) s = batch.Put(db_->cf(kIds), r.id.as_key(), seq);
+      const char kind = static_cast<char>(r.kind);
+      for (auto p : detail::distinct_region_prefixes(r.regions)) {
+        if (!s.ok()) break;
+        key = region_key_prefix(p);
+        key.append(seq);
+        s = batch.Put(db_->cf(kRegions), key, rocksdb::Slice(&kind, 1));
+      }
+      if (!s.ok()) return unexpected(to_error(s, "build append batch for " + db_->dir()));
+    }
+    rocksdb::WriteOptions wo;
+    wo.sync = sync_;
+    auto s = db_->db()->Write(wo, &batch);
+    // After a failed write RocksDB may refuse further writes until the log is reopened
+    // (its background error state); the caller should treat this as fatal for writing.
+    if (!s.ok()) return unexpected(to_error(s, "append to event log " + db_->dir()));
+    next_seq_.fetch_add(records.size());
+    return {};
+  }
+
+  Sequence next_sequence() const override { return Sequence{next_seq_.load()}; }
+
+  Result<std::optional<Sequence>> find_id(const EventId& id) const override {
+    rocksdb::PinnableSlice v;
+    auto s = db_->db()->Get(rocksdb::ReadOptions(), db_->cf(kIds), id.as_key(), &v);
+    if (s.IsNotFound()) return std::optional<Sequence>();
+    if (!s.ok()) return unexpected(to_error(s, "find id in event log " + db_->dir()));
+    if (v.size() != 8) {
+      return unexpected(Errc::kCorruption, "event log " + db_->dir() + ": id " + id.to_string() +
+                                               " maps to a " + std::to_string(v.size()) +
+                                               "-byte value, expected 8");
+    }
+    return std::optional<Sequence>(Sequence{decode_be64(v.ToStringView())});
+  }
+
+  Result<std::optional<std::string>> read(Sequence seq) const override {
+    std::string v;
+    auto s = db_->db()->Get(rocksdb::ReadOptions(), db_->cf(kLog), encode_be64(seq.value), &v);
+    if (s.IsNotFound()) return std::optional<std::string>();
+    if (!s.ok()) return unexpected(to_error(s, "read event log " + db_->dir()));
+    return std::optional<std::string>(std::move(v));
+  }
+
+  Status scan(Sequence from, std::size_t max,
+              const std::function<bool(Sequence, std::string_view)>& fn) const override {
+    if (max == 0) return {};
+    std::unique_ptr<rocksdb::Iterator> it(
+        db_->db()->NewIterator(rocksdb::ReadOptions(), db_->cf(kLog)));
+    std::size_t n = 0;
+    for (it->Seek(encode_be64(from.value)); it->Valid(); it->Next()) {
+      const auto k = it->key();
+      if (k.size() != 8) {
+        return unexpected(Errc::kCorruption, "event log " + db_->dir() + ": a log key is " +
+                                                 std::to_string(k.size()) +
+                                                 " bytes long, expected 8");
+      }
+      if (!fn(Sequence{decode_be64(k.ToStringView())}, it->value().ToStringView())) return {};
+      if (++n == max) return {};
+    }
+    if (!it->status().ok()) return unexpected(to_error(it->status(), "scan " + db_->dir()));
+    return {};
+  }
+
+  Status scan_region(std::string_view prefix, Sequence from, std::size_t max,
+                     const std::function<bool(const RegionHit&)>& fn) const override {
+    if (!is_region_prefix(prefix)) {
+      return unexpected(Errc::kInvalidArgument,
+                        "region prefix '" + std::string(prefix) + "' is not 2, 4, 6 or 10 digits");
+    }
+    if (max == 0) return {};
+    const std::string head = region_key_prefix(prefix);
+    // Keys under one prefix are contiguous and all head.size() + 8 bytes long. The upper
+    // bound is head with its last byte incremented: the last byte is a digit, so it
+    // cannot overflow.
+    std::string upper = head;
+    upper.back() = static_cast<char>(upper.back() + 1);
+    rocksdb::Slice upper_slice(upper);
+    rocksdb::ReadOptions ro;
+    ro.iterate_upper_bound = &upper_slice;
+    std::unique_ptr<rocksdb::Iterator> it(db_->db()->NewIterator(ro, db_->cf(kRegions)));
+    std::string start = head;
+    append_be64(start, from.value);
+    std::size_t n = 0;
+    for (it->Seek(start); it->Valid(); it->Next()) {
+      const auto k = it->key().ToStringView();
+      const auto v = it->value();
+      if (k.size() != head.size() + 8 || k.substr(0, head.size()) != head || v.size() != 1) {
+        return unexpected(Errc::kCorruption, "event log " + db_->dir() +
+                                                 ": malformed region index entry under '" +
+                                                 std::string(prefix) + "'");
+      }
+      const RegionHit hit{Sequence{decode_be64(k.substr(head.size()))},
+                          static_cast<std::uint8_t>(v[0])};
+      if (!fn(hit)) return {};
+      if (++n == max) return {};
+    }
+    if (!it->status().ok()) {
+      return unexpected(to_error(it->status(), "scan region index of " + db_->dir()));
+    }
+    return {};
+  }
+
+ private:
+  std::unique_ptr<detail::RocksDb> db_;
+  const bool sync_;
+  const detail::OpenMode mode_;
+  std::atomic<std::uint64_t> next_seq_;  // written only by the one writer
+};
+
+Result<std::unique_ptr<EventLog>> open_log(const std::string& dir, const RocksOptions& options,
+                                           detail::OpenMode mode) {
+  auto cache = rocksdb::NewLRUCache(options.block_cache_bytes);
+  constexpr std::size_t kWriteBuffer = 32 << 20;
+  detail::OpenSpec spec;
+  spec.dir = dir;
+  spec.store = "event_log";
+  spec.format_version = kFormatVersion;
+  spec.db_options = detail::db_options();
+  spec.mode = mode;
+  spec.cfs = {
+      {rocksdb::kDefaultColumnFamilyName,
+       detail::column_family_options(cache, detail::Bloom::kNo, 1 << 20)},
+      {"log", detail::column_family_options(cache, detail::Bloom::kNo, kWriteBuffer)},
+      {"ids", detail::column_family_options(cache, detail::Bloom::kYes, kWriteBuffer)},
+      {"regions", detail::column_family_options(cache, detail::Bloom::kNo, kWriteBuffer)},
+  };
+  auto db = detail::open_rocks(spec);
+  if (!db) return unexpected(db.error());
+
+  // Recover the next sequence from the last record of the log.
+  std::uint64_t next = 1;
+  {
+    std::unique_ptr<rocksdb::Iterator> it(
+        (*db)->db()->NewIterator(rocksdb::ReadOptions(), (*db)->cf(kLog)));
+    it->SeekToLast();
+    if (!it->status().ok()) return unexpected(to_error(it->status(), "recover " + dir));
+    if (it->Valid()) {
+      if (it->key().size() != 8) {
+        return unexpected(Errc::kCorruption, "event log " + dir + ": the last log key is " +
+                                                 std::to_string(it->key().size()) +
+                                                 " bytes long, expected 8");
+      }
+      next = decode_be64(it->key().ToStringView()) + 1;
+    }
+  }
+  return std::unique_ptr<EventLog>(
+      std::make_unique<RocksEventLog>(std::move(*db), options, mode, next));
+}
+
+}  // namespace
+
+Result<std::unique_ptr<EventLog>> open_rocksdb_event_log(const std::string& dir,
+                                                         const RocksOptions& options) {
+  return open_log(dir, options, detail::OpenMode::kReadWrite);
+}
+
+Result<std::unique_ptr<EventLog>> open_rocksdb_event_log_read_only(const std::string& dir) {
+  RocksOptions options;
+  options.block_cache_bytes = 8 << 20;
+  return open_log(dir, options, detail::OpenMode::kReadOnly);
+}
+
+}  // namespace kolabus::storage

@@ -1,0 +1,434 @@
+// The EventLog contract suite, run on both implementations, then the parts only the
+// RocksDB log has (durability across reopen, locking, read-only, format checks).
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <doctest/doctest.h>
+#include <rocksdb/db.h>
+
+#include "temp_dir.h"
+#include <storage/event_log.h>
+#include <storage/memory_event_log.h>
+#include <storage/outbox.h>
+#include <storage/rocksdb_event_log.h>
+
+namespace kolabus::storage {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A fresh directory per test, removed afterwards.
+using test::TempDir;
+
+// Writes one key into a column family behind the store's back.
+void raw_put(const std::string& dir, const std::string& cf, const std::string& key,
+             const std::string& value) {
+  std::vector<std::string> names;
+  REQUIRE(rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), dir, &names).ok());
+  std::vector<rocksdb::ColumnFamilyDescriptor> descs;
+  for (const auto& n : names) descs.emplace_back(n, rocksdb::ColumnFamilyOptions());
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* db = nullptr;
+  REQUIRE(rocksdb::DB::Open(rocksdb::DBOptions(), dir, descs, &handles, &db).ok());
+  rocksdb::ColumnFamilyHandle* target = nullptr;
+  for (auto* h : handles) {
+    if (h->GetName() == cf) target = h;
+  }
+  REQUIRE(target != nullptr);
+  CHECK(db->Put(rocksdb::WriteOptions(), target, key, value).ok());
+  for (auto* h : handles) CHECK(db->DestroyColumnFamilyHandle(h).ok());
+  CHECK(db->Close().ok());
+  delete db;
+}
+
+std::string be64(std::uint64_t v) {
+  std::string s;
+  for (int i = 7; i >= 0; --i) s.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+  return s;
+}
+
+struct MemoryFactory {
+  std::unique_ptr<EventLog> log = std::make_unique<MemoryEventLog>();
+};
+
+struct RocksFactory {
+  TempDir dir;
+  std::unique_ptr<EventLog> log;
+  RocksFactory() {
+    auto r = open_rocksdb_event_log(dir.str());
+    REQUIRE_MESSAGE(r.has_value(), r.error().to_string());
+    log = std::move(*r);
+  }
+};
+
+}  // namespace
+}  // namespace kolabus::storage
+
+// Short names for ctest: "...<memory>", "...<rocksdb>".
+TYPE_TO_STRING_AS("memory", kolabus::storage::MemoryFactory);
+TYPE_TO_STRING_AS("rocksdb", kolabus::storage::RocksFactory);
+
+namespace kolabus::storage {
+namespace {
+
+// An event as a test writes it; append() borrows from it.
+struct Ev {
+  EventId id = new_uuid_v7();
+  std::uint8_t kind = 1;
+  std::vector<std::string> regions;
+  std::string body;
+};
+
+Status append(EventLog& log, const std::vector<Ev>& evs) {
+  std::vector<AppendRecord> recs;
+  std::uint64_t seq = log.next_sequence().value;
+  for (const auto& e : evs) {
+    recs.push_back(AppendRecord{
+        Sequence{seq++}, e.id, e.kind, e.regions,
+        std::span(reinterpret_cast<const std::uint8_t*>(e.body.data()), e.body.size())});
+  }
+  return log.append(recs);
+}
+
+std::vector<std::uint64_t> scan_seqs(const EventLog& log, Sequence from, std::size_t max) {
+  std::vector<std::uint64_t> out;
+  auto s = log.scan(from, max, [&](Sequence seq, std::string_view) {
+    out.push_back(seq.value);
+    return true;
+  });
+  REQUIRE(s.has_value());
+  return out;
+}
+
+std::vector<std::uint64_t> region_seqs(const EventLog& log, std::string_view prefix,
+                                       Sequence from = {}, std::size_t max = 1000) {
+  std::vector<std::uint64_t> out;
+  auto s = log.scan_region(prefix, from, max, [&](const RegionHit& h) {
+    out.push_back(h.seq.value);
+    return true;
+  });
+  REQUIRE_MESSAGE(s.has_value(), s.error().to_string());
+  return out;
+}
+
+using V = std::vector<std::uint64_t>;
+
+TEST_CASE_TEMPLATE("EventLog: an empty log starts at sequence 1 and holds nothing", F,
+                   MemoryFactory, RocksFactory) {
+  F f;
+  CHECK(f.log->next_sequence() == Sequence{1});
+  auto r = f.log->read(Sequence{1});
+  REQUIRE(r.has_value());
+  CHECK_FALSE(r->has_value());
+  auto id = f.log->find_id(new_uuid_v7());
+  REQUIRE(id.has_value());
+  CHECK_FALSE(id->has_value());
+  CHECK(scan_seqs(*f.log, Sequence{0}, 100).empty());
+  CHECK(region_seqs(*f.log, "12").empty());
+}
+
+TEST_CASE_TEMPLATE("EventLog: appended records read back by sequence, id and scan", F,
+                   MemoryFactory, RocksFactory) {
+  F f;
+  std::vector<Ev> batch1(3), batch2(1);
+  batch1[0].body = "first";
+  batch1[1].body = std::string("with\0zero\xff", 10);
+  batch1[2].body = "";
+  batch2[0].body = std::string(5000, 'x');
+  REQUIRE(append(*f.log, batch1).has_value());
+  CHECK(f.log->next_sequence() == Sequence{4});
+  REQUIRE(append(*f.log, batch2).has_value());
+  CHECK(f.log->next_sequence() == Sequence{5});
+
+  std::vector<Ev> all = batch1;
+  all.push_back(batch2[0]);
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    const Sequence seq{i + 1};
+    auto r = f.log->read(seq);
+    REQUIRE(r.has_value());
+    REQUIRE(r->has_value());
+    CHECK(**r == all[i].body);
+    auto id = f.log->find_id(all[i].id);
+    REQUIRE(id.has_value());
+    REQUIRE(id->has_value());
+    CHECK(**id == seq);
+  }
+  auto missing = f.log->read(Sequence{5});
+  REQUIRE(missing.has_value());
+  CHECK_FALSE(missing->has_value());
+
+  std::vector<std::string> bodies;
+  REQUIRE(f.log
+              ->scan(Sequence{0}, 100,
+                     [&](Sequence, std::string_view b) {
+                       bodies.emplace_back(b);
+                       return true;
+                     })
+              .has_value());
+  REQUIRE(bodies.size() == 4);
+  for (std::size_t i = 0; i < 4; ++i) CHECK(bodies[i] == all[i].body);
+}
+
+TEST_CASE_TEMPLATE("EventLog: scan honours from, max and an early stop", F, MemoryFactory,
+                   RocksFactory) {
+  F f;
+  REQUIRE(append(*f.log, std::vector<Ev>(5)).has_value());
+  CHECK(scan_seqs(*f.log, Sequence{3}, 10) == V{3, 4, 5});
+  CHECK(scan_seqs(*f.log, Sequence{1}, 2) == V{1, 2});
+  CHECK(scan_seqs(*f.log, Sequence{2}, 0).empty());
+  CHECK(scan_seqs(*f.log, Sequence{6}, 10).empty());
+  V seen;
+  REQUIRE(f.log
+              ->scan(Sequence{0}, 10,
+                     [&](Sequence s, std::string_view) {
+                       seen.push_back(s.value);
+                       return seen.size() < 2;
+                     })
+              .has_value());
+  CHECK(seen == V{1, 2});
+}
+
+// The region fixture: Medan (1271) has kecamatan 127101 and 127102; 3171 is in Jakarta.
+std::vector<Ev> region_events() {
+  std::vector<Ev> evs(5);
+  evs[0].kind = 1;  // a birth in kelurahan 1271011001
+  evs[0].regions = {"1271011001"};
+  evs[1].kind = 3;  // a move from Medan to Jakarta: indexed under both ends
+  evs[1].regions = {"1271011001", "3171010001"};
+  evs[2].kind = 2;  // a death in another kecamatan of Medan
+  evs[2].regions = {"1271021002"};
+  evs[3].kind = 3;  // a move within one kelurahan: its two regions are the same code
+  evs[3].regions = {"1271011001", "1271011001"};
+  evs[4].kind = 3;  // a move between two kelurahan of one kecamatan
+  evs[4].regions = {"1271011001", "1271011002"};
+  return evs;
+}
+
+TEST_CASE_TEMPLATE("EventLog: the region index holds each event once under every prefix level", F,
+                   MemoryFactory, RocksFactory) {
+  F f;
+  REQUIRE(append(*f.log, region_events()).has_value());
+
+  SUBCASE("province") {
+    CHECK(region_seqs(*f.log, "12") == V{1, 2, 3, 4, 5});
+    CHECK(region_seqs(*f.log, "31") == V{2});
+    CHECK(region_seqs(*f.log, "13").empty());
+  }
+  SUBCASE("regency or city") {
+    CHECK(region_seqs(*f.log, "1271") == V{1, 2, 3, 4, 5});
+    CHECK(region_seqs(*f.log, "3171") == V{2});
+    CHECK(region_seqs(*f.log, "1272").empty());
+  }
+  SUBCASE("kecamatan") {
+    CHECK(region_seqs(*f.log, "127101") == V{1, 2, 4, 5});
+    CHECK(region_seqs(*f.log, "127102") == V{3});
+    CHECK(region_seqs(*f.log, "317101") == V{2});
+  }
+  SUBCASE("kelurahan") {
+    CHECK(region_seqs(*f.log, "1271011001") == V{1, 2, 4, 5});
+    CHECK(region_seqs(*f.log, "1271011002") == V{5});
+    CHECK(region_seqs(*f.log, "1271021002") == V{3});
+    CHECK(region_seqs(*f.log, "3171010001") == V{2});
+    CHECK(region_seqs(*f.log, "1271011003").empty());
+  }
+  SUBCASE("hits carry the payload kind") {
+    std::vector<std::uint8_t> kinds;
+    REQUIRE(f.log
+                ->scan_region("1271", Sequence{0}, 100,
+                              [&](const RegionHit& h) {
+                                kinds.push_back(h.kind);
+                                return true;
+                              })
+                .has_value());
+    CHECK(kinds == std::vector<std::uint8_t>{1, 3, 2, 3, 3});
+  }
+}
+
+TEST_CASE_TEMPLATE("EventLog: scan_region honours from, max and an early stop", F, MemoryFactory,
+                   RocksFactory) {
+  F f;
+  REQUIRE(append(*f.log, region_events()).has_value());
+  CHECK(region_seqs(*f.log, "127101", Sequence{3}) == V{4, 5});
+  CHECK(region_seqs(*f.log, "12", Sequence{0}, 2) == V{1, 2});
+  CHECK(region_seqs(*f.log, "12", Sequence{2}, 0).empty());
+  CHECK(region_seqs(*f.log, "12", Sequence{6}).empty());
+  // "12" and "1271" must not leak into each other's key range.
+  CHECK(region_seqs(*f.log, "31", Sequence{3}).empty());
+  V seen;
+  REQUIRE(f.log
+              ->scan_region("12", Sequence{2}, 10,
+                            [&](const RegionHit& h) {
+                              seen.push_back(h.seq.value);
+                              return false;
+                            })
+              .has_value());
+  CHECK(seen == V{2});
+}
+
+TEST_CASE_TEMPLATE("EventLog: scan_region refuses a prefix that is not a region level", F,
+                   MemoryFactory, RocksFactory) {
+  F f;
+  for (std::string_view bad : {"", "1", "127", "12710", "12a1", "12710110011"}) {
+    auto s = f.log->scan_region(bad, Sequence{0}, 10, [](const RegionHit&) { return true; });
+    REQUIRE_FALSE(s.has_value());
+    CHECK(s.error().code == Errc::kInvalidArgument);
+  }
+}
+
+TEST_CASE("MemoryEventLog: fail_appends stores nothing") {
+  MemoryEventLog log;
+  std::vector<Ev> evs = region_events();
+  log.fail_appends(true);
+  auto s = append(log, evs);
+  REQUIRE_FALSE(s.has_value());
+  CHECK(s.error().code == Errc::kIoError);
+  CHECK(s.error().message == "injected failure");
+  CHECK(log.next_sequence() == Sequence{1});
+  CHECK_FALSE(log.read(Sequence{1})->has_value());
+  CHECK_FALSE(log.find_id(evs[0].id)->has_value());
+  CHECK(scan_seqs(log, Sequence{0}, 100).empty());
+  CHECK(region_seqs(log, "12").empty());
+
+  log.fail_appends(false);
+  REQUIRE(append(log, evs).has_value());
+  CHECK(log.next_sequence() == Sequence{6});
+  CHECK(**log.find_id(evs[0].id) == Sequence{1});
+}
+
+TEST_CASE("RocksEventLog: reopening recovers next_sequence and every index") {
+  TempDir dir;
+  std::vector<Ev> evs = region_events();
+  {
+    auto log = open_rocksdb_event_log(dir.str());
+    REQUIRE(log.has_value());
+    REQUIRE(append(**log, evs).has_value());
+  }
+  auto log = open_rocksdb_event_log(dir.str());
+  REQUIRE_MESSAGE(log.has_value(), log.error().to_string());
+  auto& l = **log;
+  CHECK(l.next_sequence() == Sequence{6});
+  for (std::size_t i = 0; i < evs.size(); ++i) CHECK(**l.find_id(evs[i].id) == Sequence{i + 1});
+  CHECK(scan_seqs(l, Sequence{0}, 100) == V{1, 2, 3, 4, 5});
+  CHECK(region_seqs(l, "127101") == V{1, 2, 4, 5});
+  CHECK(region_seqs(l, "3171010001") == V{2});
+
+  // Appends continue where the log left off.
+  std::vector<Ev> more(1);
+  more[0].regions = {"3171010001"};
+  REQUIRE(append(l, more).has_value());
+  CHECK(l.next_sequence() == Sequence{7});
+  CHECK(region_seqs(l, "31") == V{2, 6});
+}
+
+TEST_CASE("RocksEventLog: a second open of an open directory fails with kBusy") {
+  TempDir dir;
+  auto first = open_rocksdb_event_log(dir.str());
+  REQUIRE(first.has_value());
+  auto second = open_rocksdb_event_log(dir.str());
+  REQUIRE_FALSE(second.has_value());
+  CHECK(second.error().code == Errc::kBusy);
+  CHECK(second.error().message.find("in use by another process") != std::string::npos);
+  // The lock goes with the first handle.
+  first.value().reset();
+  auto third = open_rocksdb_event_log(dir.str());
+  CHECK_MESSAGE(third.has_value(), third.error().to_string());
+}
+
+TEST_CASE("RocksEventLog: a read-only open of a closed log reads everything") {
+  TempDir dir;
+  std::vector<Ev> evs = region_events();
+  {
+    auto log = open_rocksdb_event_log(dir.str());
+    REQUIRE(log.has_value());
+    REQUIRE(append(**log, evs).has_value());
+  }
+  auto ro = open_rocksdb_event_log_read_only(dir.str());
+  REQUIRE_MESSAGE(ro.has_value(), ro.error().to_string());
+  auto& l = **ro;
+  CHECK(l.next_sequence() == Sequence{6});
+  CHECK(**l.find_id(evs[3].id) == Sequence{4});
+  CHECK(scan_seqs(l, Sequence{2}, 2) == V{2, 3});
+  CHECK(region_seqs(l, "127102") == V{3});
+
+  SUBCASE("and refuses to append") {
+    std::vector<Ev> more(1);
+    auto s = append(l, more);
+    REQUIRE_FALSE(s.has_value());
+    CHECK(s.error().code == Errc::kInvalidArgument);
+  }
+  SUBCASE("while a second reader opens it too") {
+    auto other = open_rocksdb_event_log_read_only(dir.str());
+    CHECK(other.has_value());
+  }
+}
+
+TEST_CASE("RocksEventLog: a read-only open of a missing directory fails with kNotFound") {
+  TempDir dir;
+  auto ro = open_rocksdb_event_log_read_only((dir.path() / "nothing").string());
+  REQUIRE_FALSE(ro.has_value());
+  CHECK(ro.error().code == Errc::kNotFound);
+}
+
+TEST_CASE("RocksEventLog: a newer format version is refused") {
+  TempDir dir;
+  { REQUIRE(open_rocksdb_event_log(dir.str()).has_value()); }
+  raw_put(dir.str(), "default", "format_version", std::string("\0\0\0\2", 4));
+  SUBCASE("read-write") {
+    auto log = open_rocksdb_event_log(dir.str());
+    REQUIRE_FALSE(log.has_value());
+    CHECK(log.error().code == Errc::kInvalidArgument);
+    CHECK(log.error().message.find("format version 2 is newer") != std::string::npos);
+  }
+  SUBCASE("read-only") {
+    auto log = open_rocksdb_event_log_read_only(dir.str());
+    REQUIRE_FALSE(log.has_value());
+    CHECK(log.error().code == Errc::kInvalidArgument);
+  }
+}
+
+TEST_CASE("RocksEventLog: a directory holding an outbox is not an event log") {
+  TempDir dir;
+  { REQUIRE(Outbox::open(dir.str()).has_value()); }
+  auto log = open_rocksdb_event_log(dir.str());
+  REQUIRE_FALSE(log.has_value());
+  CHECK(log.error().code == Errc::kInvalidArgument);
+  CHECK(log.error().message.find("holds a kolabus outbox") != std::string::npos);
+}
+
+TEST_CASE("RocksEventLog: corrupted entries are reported as kCorruption") {
+  TempDir dir;
+  std::vector<Ev> evs(2);
+  {
+    auto log = open_rocksdb_event_log(dir.str());
+    REQUIRE(log.has_value());
+    REQUIRE(append(**log, evs).has_value());
+  }
+  SUBCASE("an id entry with a truncated sequence") {
+    raw_put(dir.str(), "ids", std::string(evs[1].id.as_key()), be64(2).substr(1));
+    auto log = open_rocksdb_event_log(dir.str());
+    REQUIRE(log.has_value());
+    CHECK(**(*log)->find_id(evs[0].id) == Sequence{1});
+    auto id = (*log)->find_id(evs[1].id);
+    REQUIRE_FALSE(id.has_value());
+    CHECK(id.error().code == Errc::kCorruption);
+  }
+  SUBCASE("a log key that is not 8 bytes fails the open") {
+    raw_put(dir.str(), "log", std::string(9, '\xff'), "junk");
+    auto log = open_rocksdb_event_log(dir.str());
+    REQUIRE_FALSE(log.has_value());
+    CHECK(log.error().code == Errc::kCorruption);
+  }
+  SUBCASE("a region entry without its kind") {
+    raw_put(dir.str(), "regions", std::string("\x02") + "12" + be64(9), "");
+    auto log = open_rocksdb_event_log(dir.str());
+    REQUIRE(log.has_value());
+    auto s = (*log)->scan_region("12", Sequence{0}, 10, [](const RegionHit&) { return true; });
+    REQUIRE_FALSE(s.has_value());
+    CHECK(s.error().code == Errc::kCorruption);
+  }
+}
+
+}  // namespace
+}  // namespace kolabus::storage
