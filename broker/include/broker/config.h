@@ -1,0 +1,28 @@
+// broker::Config: the broker's settings, read from a TOML file (broker.toml) and
+// overridable from the command line. Every key is optional; unknown keys are an
+// error, so a typo never silently falls back to a default.
+//
+// Thread-safety: a value.
+#pragma once
+
+#include <string>
+
+#include <broker/server.h>
+#include <common/result.h>
+
+namespace kolabus::broker {
+
+struct Config {
+  ServerOptions server;
+  std::string data_dir = "var/broker";
+  std::string regions_file;  // empty: the Kemendagri list compiled into the broker
+  TimeMs max_clock_skew_ms = 5 * 60 * 1000;
+  std::string log_level = "info";
+};
+
+// Reads a TOML file. Errors name the file, the key and what is wrong.
+Result<Config> load_config(const std::string& path);
+// The same from TOML text (the path is only used in messages).
+Result<Config> parse_config(std::string_view toml_text, const std::string& path);
+
+}  // namespace kolabus::broker

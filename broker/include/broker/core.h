@@ -1,0 +1,101 @@
+// broker::Core: the socket-free heart of the broker's publish path.
+//
+// The server hands the core one drained batch of publish requests at a time; the
+// core validates each event, resolves duplicates (against the log and within the
+// batch), assigns global sequence numbers, writes every accepted event with ONE
+// durable append (group commit) and returns one outcome per request, in order.
+// Nothing here touches ZeroMQ, so unit tests drive it directly with a memory log
+// and a manual clock.
+//
+// Ownership: the core borrows the log, the region table and the clock; they must
+// outlive it. Request bytes are borrowed for the duration of publish_batch only.
+// Thread-safety: none; one thread (the server loop) calls it.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include <common/clock.h>
+#include <common/ids.h>
+#include <schemas/protocol_generated.h>
+#include <schemas/regions.h>
+#include <storage/event_log.h>
+
+namespace kolabus::broker {
+
+struct CoreOptions {
+  // How far in the future an event's timestamps may lie (clock skew between the
+  // publisher and the broker) before they are refused.
+  TimeMs max_clock_skew_ms = 5 * 60 * 1000;
+};
+
+struct PublishRequest {
+  std::span<const std::uint8_t> event;  // the Event bytes, as received
+  std::string_view source;              // the agency the connection authenticated as
+};
+
+struct Ack {
+  Sequence sequence;
+  bool duplicate = false;
+};
+
+struct Nack {
+  protocol::ErrorCode code = protocol::ErrorCode::Internal;
+  std::string field;
+  std::string message;
+  bool retryable = false;
+};
+
+struct PublishOutcome {
+  std::optional<EventId> id;  // absent only when the event id could not be read
+  using Result = std::variant<Ack, Nack>;
+  Result result;
+
+  bool acked() const { return std::holds_alternative<Ack>(result); }
+};
+
+struct CoreStats {
+  std::uint64_t accepted = 0;
+  std::uint64_t duplicates = 0;
+  std::uint64_t refused = 0;
+  std::uint64_t storage_failures = 0;  // requests answered StorageUnavailable
+  std::uint64_t batches = 0;           // durable appends
+};
+
+class Core {
+ public:
+  Core(storage::EventLog& log, const schemas::RegionTable& regions, const Clock& clock,
+       CoreOptions options = {});
+
+  // Handles one batch. Returns exactly one outcome per request, in request order.
+  // An ACK is returned only for events that are in the log and synced: either
+  // appended by this call or found there already (duplicate). When the durable
+  // append fails, every event of the batch that would have been stored is NACKed
+  // StorageUnavailable (retryable) and nothing of the batch is stored.
+  std::vector<PublishOutcome> publish_batch(std::span<const PublishRequest> requests);
+
+  Sequence next_sequence() const { return log_.next_sequence(); }
+  const CoreStats& stats() const { return stats_; }
+
+ private:
+  storage::EventLog& log_;
+  const schemas::RegionTable& regions_;
+  const Clock& clock_;
+  CoreOptions options_;
+  CoreStats stats_;
+};
+
+// Reads a log record's event: kind and regions. nullopt if the record does not
+// decode (corruption).
+struct StoredEventInfo {
+  events::Payload kind;
+  std::vector<std::string> regions;
+};
+std::optional<StoredEventInfo> decode_stored_event(std::string_view record);
+
+}  // namespace kolabus::broker

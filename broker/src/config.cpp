@@ -1,0 +1,118 @@
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include <toml++/toml.h>
+
+#include <broker/config.h>
+
+namespace kolabus::broker {
+
+namespace {
+
+Unexpected<Error> bad(const std::string& path, const std::string& what) {
+  return unexpected(Errc::kInvalidArgument, path + ": " + what);
+}
+
+// Refuses keys the broker does not know, naming them.
+Status check_keys(const toml::table& t, const std::string& section,
+                  const std::set<std::string>& known, const std::string& path) {
+  for (const auto& [key, value] : t) {
+    if (!known.contains(std::string(key.str()))) {
+      return bad(path, "unknown key '" + (section.empty() ? "" : section + ".") +
+                           std::string(key.str()) + "'");
+    }
+  }
+  return {};
+}
+
+template <typename T>
+Status read_key(const toml::table& t, const char* section, const char* key, T& out,
+                const std::string& path) {
+  const toml::node* node = t.get(key);
+  if (node == nullptr) return {};
+  if constexpr (std::is_same_v<T, std::string>) {
+    if (auto v = node->value<std::string>()) {
+      out = *v;
+      return {};
+    }
+    return bad(path, std::string(section) + "." + key + " must be a string");
+  } else {
+    if (auto v = node->value<std::int64_t>(); v && *v > 0) {
+      out = static_cast<T>(*v);
+      return {};
+    }
+    return bad(path, std::string(section) + "." + key + " must be a positive integer");
+  }
+}
+
+}  // namespace
+
+Result<Config> parse_config(std::string_view toml_text, const std::string& path) {
+  toml::table root;
+  try {
+    root = toml::parse(toml_text, path);
+  } catch (const toml::parse_error& e) {
+    std::ostringstream msg;
+    msg << "line " << e.source().begin.line << ": " << e.description();
+    return bad(path, msg.str());
+  }
+  Config c;
+  if (auto st = check_keys(root, "", {"broker", "regions", "log"}, path); !st) {
+    return unexpected(st.error());
+  }
+  auto section = [&](const char* name) -> const toml::table* {
+    return root.get_as<toml::table>(name);
+  };
+  for (const char* name : {"broker", "regions", "log"}) {
+    if (root.get(name) != nullptr && section(name) == nullptr) {
+      return bad(path, std::string("[") + name + "] must be a table");
+    }
+  }
+  if (const auto* b = section("broker")) {
+    if (auto st = check_keys(*b, "broker",
+                             {"endpoint", "data_dir", "max_message_bytes", "max_batch_messages",
+                              "max_batch_bytes", "max_clock_skew_seconds", "dev_agency"},
+                             path);
+        !st) {
+      return unexpected(st.error());
+    }
+    std::int64_t skew_s = c.max_clock_skew_ms / 1000;
+    for (Status st :
+         {read_key(*b, "broker", "endpoint", c.server.endpoint, path),
+          read_key(*b, "broker", "data_dir", c.data_dir, path),
+          read_key(*b, "broker", "max_message_bytes", c.server.max_message_bytes, path),
+          read_key(*b, "broker", "max_batch_messages", c.server.max_batch_messages, path),
+          read_key(*b, "broker", "max_batch_bytes", c.server.max_batch_bytes, path),
+          read_key(*b, "broker", "max_clock_skew_seconds", skew_s, path),
+          read_key(*b, "broker", "dev_agency", c.server.dev_agency, path)}) {
+      if (!st) return unexpected(st.error());
+    }
+    c.max_clock_skew_ms = skew_s * 1000;
+  }
+  if (const auto* r = section("regions")) {
+    if (auto st = check_keys(*r, "regions", {"file"}, path); !st) return unexpected(st.error());
+    if (auto st = read_key(*r, "regions", "file", c.regions_file, path); !st) {
+      return unexpected(st.error());
+    }
+  }
+  if (const auto* l = section("log")) {
+    if (auto st = check_keys(*l, "log", {"level"}, path); !st) return unexpected(st.error());
+    if (auto st = read_key(*l, "log", "level", c.log_level, path); !st)
+      return unexpected(st.error());
+  }
+  if (c.server.max_message_bytes > (64u << 20)) {
+    return bad(path, "broker.max_message_bytes must be at most 64 MiB");
+  }
+  return c;
+}
+
+Result<Config> load_config(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return unexpected(Errc::kNotFound, path + ": cannot open the configuration file");
+  std::stringstream text;
+  text << in.rdbuf();
+  return parse_config(text.str(), path);
+}
+
+}  // namespace kolabus::broker

@@ -1,0 +1,210 @@
+#include <unordered_map>
+#include <utility>
+
+#include <flatbuffers/flatbuffers.h>
+
+#include <broker/core.h>
+#include <schemas/log_generated.h>
+#include <schemas/validate.h>
+
+namespace kolabus::broker {
+
+namespace {
+
+using protocol::ErrorCode;
+
+// The kind byte kept in the region index: the payload kind, and for a correction
+// the kind of the event it corrects with the high bit set, so that a consumer of
+// births can find corrections of births without reading the log.
+constexpr std::uint8_t kCorrectionBit = 0x80;
+
+// A violation's message already starts with its field.
+Nack nack_from(const schemas::Violation& v) { return Nack{v.code, v.field, v.message, false}; }
+
+Nack storage_unavailable(const std::string& detail) {
+  return Nack{ErrorCode::StorageUnavailable, "",
+              "storage unavailable (" + detail + "); nothing was stored, send again later", true};
+}
+
+// Verifies only the structure, so that the id of a bad event can be read and
+// named in its NACK. Rule checks come later (schemas::validate_event).
+const events::Event* structural_root(std::span<const std::uint8_t> bytes) {
+  flatbuffers::Verifier verifier(bytes.data(), bytes.size());
+  if (!verifier.VerifyBuffer<events::Event>(nullptr)) return nullptr;
+  return flatbuffers::GetRoot<events::Event>(bytes.data());
+}
+
+flatbuffers::DetachedBuffer build_record(Sequence seq, TimeMs received_at, std::string_view source,
+                                         std::span<const std::uint8_t> event) {
+  flatbuffers::FlatBufferBuilder fbb(event.size() + source.size() + 64);
+  // The event is a FlatBuffer of its own: keep it 8-byte aligned inside the record.
+  fbb.ForceVectorAlignment(event.size(), sizeof(std::uint8_t), 8);
+  auto event_vec = fbb.CreateVector(event.data(), event.size());
+  auto src = fbb.CreateString(source.data(), source.size());
+  fbb.Finish(log::CreateLogRecord(fbb, seq.value, received_at, src, event_vec),
+             log::LogRecordIdentifier());
+  return fbb.Release();
+}
+
+}  // namespace
+
+std::optional<StoredEventInfo> decode_stored_event(std::string_view record) {
+  auto* bytes = reinterpret_cast<const std::uint8_t*>(record.data());
+  flatbuffers::Verifier verifier(bytes, record.size());
+  if (!log::VerifyLogRecordBuffer(verifier)) return std::nullopt;
+  const auto* rec = log::GetLogRecord(bytes);
+  if (rec->event() == nullptr) return std::nullopt;
+  const auto* ev = schemas::verified_event({rec->event()->data(), rec->event()->size()});
+  if (ev == nullptr || ev->regions() == nullptr) return std::nullopt;
+  StoredEventInfo info{ev->payload_type(), {}};
+  for (const auto* r : *ev->regions()) info.regions.emplace_back(r->string_view());
+  return info;
+}
+
+Core::Core(storage::EventLog& log, const schemas::RegionTable& regions, const Clock& clock,
+           CoreOptions options)
+    : log_(log), regions_(regions), clock_(clock), options_(options) {}
+
+std::vector<PublishOutcome> Core::publish_batch(std::span<const PublishRequest> requests) {
+  const TimeMs now = clock_.now_ms();
+  const schemas::ValidationContext ctx{regions_, now, options_.max_clock_skew_ms};
+
+  // Events accepted in this batch, in sequence order.
+  struct Accepted {
+    std::size_t request;
+    EventId id;
+    std::uint8_t index_kind;
+    events::Payload kind;
+    std::vector<std::string> regions;
+    flatbuffers::DetachedBuffer record;
+  };
+  std::vector<Accepted> accepted;
+  std::unordered_map<EventId, std::size_t> accepted_by_id;
+  // Requests that repeat an id accepted earlier in this same batch.
+  std::vector<std::pair<std::size_t, std::size_t>> repeats;  // (request, accepted index)
+
+  std::vector<PublishOutcome> out(requests.size());
+  Sequence next = log_.next_sequence();
+
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    const auto bytes = requests[i].event;
+    PublishOutcome& o = out[i];
+
+    const events::Event* ev = structural_root(bytes);
+    if (ev == nullptr || ev->id() == nullptr) {
+      auto v = schemas::validate_event(bytes, ctx);
+      o.result =
+          v ? nack_from(*v) : Nack{ErrorCode::MalformedEvent, "", "event does not verify", false};
+      continue;
+    }
+    const EventId id =
+        EventId::from_span(std::span<const std::uint8_t, 16>(ev->id()->bytes()->data(), 16));
+    o.id = id;
+
+    // Idempotency comes before validation: an id already stored is ACKed with its
+    // original sequence even if the rules (or the region list) changed since.
+    if (auto it = accepted_by_id.find(id); it != accepted_by_id.end()) {
+      repeats.emplace_back(i, it->second);
+      continue;
+    }
+    auto found = log_.find_id(id);
+    if (!found) {
+      o.result = storage_unavailable(found.error().to_string());
+      continue;
+    }
+    if (found->has_value()) {
+      o.result = Ack{**found, true};
+      continue;
+    }
+
+    if (auto v = schemas::validate_event(bytes, ctx)) {
+      o.result = nack_from(*v);
+      continue;
+    }
+
+    std::uint8_t index_kind = static_cast<std::uint8_t>(ev->payload_type());
+    if (ev->payload_type() == events::Payload::Correction) {
+      const auto* corr = ev->payload_as_Correction();
+      const EventId target = EventId::from_span(
+          std::span<const std::uint8_t, 16>(corr->target_id()->bytes()->data(), 16));
+      std::optional<StoredEventInfo> info;
+      if (auto it = accepted_by_id.find(target); it != accepted_by_id.end()) {
+        const Accepted& a = accepted[it->second];
+        info = StoredEventInfo{a.kind, a.regions};
+      } else {
+        auto seq = log_.find_id(target);
+        if (!seq) {
+          o.result = storage_unavailable(seq.error().to_string());
+          continue;
+        }
+        if (!seq->has_value()) {
+          o.result = Nack{ErrorCode::UnknownTarget, "payload.target_id",
+                          "payload.target_id: no event with id " + target.to_string() +
+                              " is in the log; a correction must name an event the broker "
+                              "holds",
+                          false};
+          continue;
+        }
+        auto rec = log_.read(**seq);
+        if (!rec) {
+          o.result = storage_unavailable(rec.error().to_string());
+          continue;
+        }
+        KOLABUS_CHECK(rec->has_value());  // the id index never points at nothing
+        info = decode_stored_event(**rec);
+        KOLABUS_CHECK(info.has_value());  // the broker only stores what it verified
+      }
+      if (auto v = schemas::check_correction_target(*ev, {info->kind, info->regions})) {
+        o.result = nack_from(*v);
+        continue;
+      }
+      index_kind = static_cast<std::uint8_t>(info->kind) | kCorrectionBit;
+    }
+
+    Accepted a{i, id, index_kind, ev->payload_type(), {}, {}};
+    for (const auto* r : *ev->regions()) a.regions.emplace_back(r->string_view());
+    a.record = build_record(next, now, requests[i].source, bytes);
+    next.value++;
+    accepted_by_id.emplace(id, accepted.size());
+    accepted.push_back(std::move(a));
+  }
+
+  if (!accepted.empty()) {
+    std::vector<storage::AppendRecord> records;
+    records.reserve(accepted.size());
+    const Sequence first = log_.next_sequence();
+    for (std::size_t k = 0; k < accepted.size(); ++k) {
+      const Accepted& a = accepted[k];
+      records.push_back(storage::AppendRecord{Sequence{first.value + k},
+                                              a.id,
+                                              a.index_kind,
+                                              a.regions,
+                                              {a.record.data(), a.record.size()}});
+    }
+    const Status st = log_.append(records);
+    stats_.batches++;
+    for (std::size_t k = 0; k < accepted.size(); ++k) {
+      if (st) {
+        out[accepted[k].request].result = Ack{Sequence{first.value + k}, false};
+      } else {
+        out[accepted[k].request].result = storage_unavailable(st.error().to_string());
+      }
+    }
+    for (auto [req, k] : repeats) {
+      out[req].result = st ? PublishOutcome::Result{Ack{Sequence{first.value + k}, true}}
+                           : PublishOutcome::Result{storage_unavailable(st.error().to_string())};
+    }
+  }
+
+  for (const auto& o : out) {
+    if (const auto* a = std::get_if<Ack>(&o.result)) {
+      (a->duplicate ? stats_.duplicates : stats_.accepted)++;
+    } else {
+      const auto& n = std::get<Nack>(o.result);
+      (n.code == ErrorCode::StorageUnavailable ? stats_.storage_failures : stats_.refused)++;
+    }
+  }
+  return out;
+}
+
+}  // namespace kolabus::broker
