@@ -1,0 +1,21 @@
+// The `kolabus` CLI's subcommands. Each add_*() registers one subcommand on the
+// app; its callback runs the command and stores the process exit code.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace kolabus::cli {
+
+// Exit codes shared by every subcommand (documented in `kolabus --help`).
+enum Exit : int {
+  kOk = 0,
+  kRefused = 1,      // some input was refused (invalid line, NACK)
+  kUsage = 2,        // bad arguments or unreadable input file
+  kUnavailable = 3,  // the broker did not answer in time; events stay queued
+  kInternal = 4,
+};
+
+void add_publish(CLI::App& app, int& exit_code);
+void add_gen(CLI::App& app, int& exit_code);
+
+}  // namespace kolabus::cli

@@ -1,0 +1,23 @@
+// kolabus: the command-line tool for operators and integrators.
+#include <iostream>
+
+#include "commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "kolabus: publish, inspect and operate the kolabus population-event bus.\n"
+      "Exit status: 0 ok, 1 some input refused, 2 usage error, 3 broker unavailable, "
+      "4 internal error."};
+  app.set_version_flag("--version", KOLABUS_VERSION);
+  app.require_subcommand(1);
+  int exit_code = kolabus::cli::kOk;
+  kolabus::cli::add_publish(app, exit_code);
+  kolabus::cli::add_gen(app, exit_code);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? 0 : kolabus::cli::kUsage;
+  }
+  return exit_code;
+}
