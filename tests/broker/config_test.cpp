@@ -1,0 +1,57 @@
+#include <doctest/doctest.h>
+
+#include <broker/config.h>
+
+using namespace kolabus;
+
+TEST_CASE("Config: every key is optional and defaults are sane") {
+  auto c = broker::parse_config("", "broker.toml");
+  REQUIRE(c.has_value());
+  CHECK(c->server.endpoint == "tcp://127.0.0.1:7400");
+  CHECK(c->server.max_message_bytes == 1048576);
+  CHECK(c->data_dir == "var/broker");
+  CHECK(c->regions_file.empty());
+}
+
+TEST_CASE("Config: values are read") {
+  auto c = broker::parse_config(R"(
+[broker]
+endpoint = "tcp://127.0.0.1:9999"
+max_message_bytes = 4096
+max_clock_skew_seconds = 60
+[regions]
+file = "x.csv"
+[log]
+level = "debug"
+)",
+                                "b.toml");
+  REQUIRE(c.has_value());
+  CHECK(c->server.endpoint == "tcp://127.0.0.1:9999");
+  CHECK(c->server.max_message_bytes == 4096);
+  CHECK(c->max_clock_skew_ms == 60000);
+  CHECK(c->regions_file == "x.csv");
+  CHECK(c->log_level == "debug");
+}
+
+TEST_CASE("Config: mistakes are errors that name the key") {
+  SUBCASE("unknown key") {
+    auto c = broker::parse_config("[broker]\nendpont = \"x\"\n", "b.toml");
+    REQUIRE_FALSE(c.has_value());
+    CHECK(c.error().message.find("broker.endpont") != std::string::npos);
+  }
+  SUBCASE("wrong type") {
+    auto c = broker::parse_config("[broker]\nmax_message_bytes = \"big\"\n", "b.toml");
+    REQUIRE_FALSE(c.has_value());
+    CHECK(c.error().message.find("max_message_bytes") != std::string::npos);
+  }
+  SUBCASE("syntax error names the line") {
+    auto c = broker::parse_config("[broker]\nendpoint = \n", "b.toml");
+    REQUIRE_FALSE(c.has_value());
+    CHECK(c.error().message.find("line 2") != std::string::npos);
+  }
+  SUBCASE("unknown section") {
+    auto c = broker::parse_config("[brokr]\n", "b.toml");
+    REQUIRE_FALSE(c.has_value());
+    CHECK(c.error().message.find("brokr") != std::string::npos);
+  }
+}
