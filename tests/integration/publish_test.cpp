@@ -73,7 +73,7 @@ std::map<EventId, std::vector<std::uint64_t>> read_log(const std::string& dir,
     const auto* bytes = reinterpret_cast<const std::uint8_t*>(rec.data());
     const auto* lr = flatbuffers::GetRoot<kolabus::log::LogRecord>(bytes);
     CHECK(lr->sequence() == seq.value);
-    const auto* ev = lr->event_nested_root();
+    const auto* ev = flatbuffers::GetRoot<events::Event>(lr->event()->data());
     ids[EventId::from_span(std::span<const std::uint8_t, 16>(ev->id()->bytes()->data(), 16))]
         .push_back(seq.value);
     ++n;

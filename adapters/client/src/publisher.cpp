@@ -202,9 +202,8 @@ struct Publisher::Impl {
         in_flight.erase(it);
         return;
       }
-      case protocol::Reply::Pong:
-      case protocol::Reply::NONE:
-        return;
+      default:
+        return;  // Pong, and replies a publisher never asks for
     }
   }
 
