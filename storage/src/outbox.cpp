@@ -20,9 +20,10 @@ namespace kolabus::storage {
 
 namespace {
 
-using detail::append_be64;
+using detail::append_be;
 using detail::decode_be64;
 using detail::encode_be64;
+using detail::read_be;
 using detail::to_error;
 
 constexpr std::uint32_t kFormatVersion = 1;
@@ -34,16 +35,6 @@ enum Cf : std::size_t { kMeta = 0, kPending = 1, kRefused = 2 };
 //   u32 field length | field | u32 message length | message | event bytes (the rest)
 constexpr std::uint8_t kRefusedEncoding = 1;
 constexpr std::size_t kRefusedFixed = 1 + 16 + 2 + 8 + 4;
-
-void append_be(std::string& out, std::uint64_t v, int bytes) {
-  for (int i = bytes - 1; i >= 0; --i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-
-std::uint64_t read_be(std::string_view b, std::size_t at, int bytes) {
-  std::uint64_t v = 0;
-  for (int i = 0; i < bytes; ++i) v = v << 8 | static_cast<std::uint8_t>(b[at + i]);
-  return v;
-}
 
 std::string encode_refused(const Refusal& r, std::string_view event) {
   KOLABUS_CHECK(r.field.size() <= UINT32_MAX && r.message.size() <= UINT32_MAX);

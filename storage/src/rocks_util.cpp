@@ -57,6 +57,17 @@ std::uint64_t decode_be64(std::string_view b) {
   return v;
 }
 
+void append_be(std::string& out, std::uint64_t v, int bytes) {
+  for (int i = bytes - 1; i >= 0; --i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+
+std::uint64_t read_be(std::string_view b, std::size_t at, int bytes) {
+  KOLABUS_CHECK(b.size() >= at + static_cast<std::size_t>(bytes));
+  std::uint64_t v = 0;
+  for (int i = 0; i < bytes; ++i) v = v << 8 | static_cast<std::uint8_t>(b[at + i]);
+  return v;
+}
+
 namespace {
 
 bool supported(rocksdb::CompressionType t) {
@@ -74,6 +85,7 @@ std::string encode_be32(std::uint32_t v) {
 // crashed before it wrote its meta keys.
 Result<bool> all_empty(rocksdb::DB* db, const std::vector<rocksdb::ColumnFamilyHandle*>& cfs) {
   for (auto* cf : cfs) {
+    if (cf == nullptr) continue;
     std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), cf));
     it->SeekToFirst();
     if (!it->status().ok()) return unexpected(to_error(it->status(), "scan " + cf->GetName()));
@@ -156,9 +168,12 @@ Result<std::unique_ptr<RocksDb>> open_rocks(const OpenSpec& spec) {
 
   std::vector<rocksdb::ColumnFamilyDescriptor> descs;
   std::set<std::string> ours;
+  std::vector<bool> skipped;  // per spec.cfs: optional and missing in a read-only open
   for (const auto& cf : spec.cfs) {
     ours.insert(cf.name);
     const bool present = std::find(existing.begin(), existing.end(), cf.name) != existing.end();
+    skipped.push_back(read_only && !present && cf.presence == Presence::kOptional);
+    if (skipped.back()) continue;
     if (read_only && !present) {
       return unexpected(Errc::kInvalidArgument, "open " + where + ": column family '" + cf.name +
                                                     "' is missing: not a kolabus " + spec.store);
@@ -188,6 +203,15 @@ Result<std::unique_ptr<RocksDb>> open_rocks(const OpenSpec& spec) {
     s = rocksdb::DB::Open(opts, spec.dir, descs, &out->handles_, &out->db_);
   }
   if (!s.ok()) return unexpected(to_error(s, "open " + where));
+  // Back to spec order, with a null handle for each skipped column family.
+  {
+    auto opened = std::move(out->handles_);
+    out->handles_.clear();
+    std::size_t next = 0;
+    for (const bool skip : skipped) out->handles_.push_back(skip ? nullptr : opened[next++]);
+    out->handles_.insert(out->handles_.end(), opened.begin() + static_cast<std::ptrdiff_t>(next),
+                         opened.end());
+  }
 
   auto* meta = out->cf(0);
   std::string store, format;

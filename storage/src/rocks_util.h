@@ -31,6 +31,10 @@ std::string encode_be64(std::uint64_t v);
 void append_be64(std::string& out, std::uint64_t v);
 // REQUIRES: b.size() >= 8; decodes the first 8 bytes.
 std::uint64_t decode_be64(std::string_view b);
+// The low `bytes` bytes of v, big-endian (values with more fields than keys).
+void append_be(std::string& out, std::uint64_t v, int bytes);
+// REQUIRES: b.size() >= at + bytes.
+std::uint64_t read_be(std::string_view b, std::size_t at, int bytes);
 
 inline rocksdb::Slice as_slice(std::span<const std::uint8_t> b) {
   return {reinterpret_cast<const char*>(b.data()), b.size()};
@@ -44,16 +48,22 @@ rocksdb::ColumnFamilyOptions column_family_options(const std::shared_ptr<rocksdb
                                                    Bloom bloom, std::size_t write_buffer_bytes);
 rocksdb::DBOptions db_options();
 
+// Whether a read-only open accepts a database that lacks the column family. A column
+// family added to a store after databases of it exist is kOptional: a read-write open
+// creates it, a read-only one (which cannot) gets a null handle for it.
+enum class Presence { kRequired, kOptional };
+
 struct CfSpec {
   std::string name;
   rocksdb::ColumnFamilyOptions options;
+  Presence presence = Presence::kRequired;
 };
 
 enum class OpenMode { kReadWrite, kReadOnly };
 
 struct OpenSpec {
   std::string dir;
-  std::string store;             // "event_log", "outbox": stored in meta, checked on open
+  std::string store;             // "event_log", "outbox", "inbox": stored in meta, checked
   std::uint32_t format_version;  // the version this code writes and reads
   rocksdb::DBOptions db_options;
   std::vector<CfSpec> cfs;  // cfs[0] must be "default" (it holds the meta keys)
@@ -69,7 +79,7 @@ class RocksDb {
   RocksDb& operator=(const RocksDb&) = delete;
 
   rocksdb::DB* db() const { return db_; }
-  // The handle of spec.cfs[i].
+  // The handle of spec.cfs[i]; null only for a kOptional one missing in a read-only open.
   rocksdb::ColumnFamilyHandle* cf(std::size_t i) const { return handles_[i]; }
   const std::string& dir() const { return dir_; }
 

@@ -3,13 +3,17 @@
 //   log      8-byte BE seq -> record bytes
 //   ids      16-byte id -> 8-byte BE seq (bloom filter: most lookups miss)
 //   regions  1-byte prefix length + prefix digits + 8-byte BE seq -> 1-byte kind
+// The same database holds the consumer store (rocksdb_consumer_store.cpp); it is opened
+// in rocksdb_broker_store.cpp.
 #include <atomic>
 
 #include <rocksdb/cache.h>
 #include <rocksdb/write_batch.h>
 
+#include "broker_db.h"
 #include "event_log_internal.h"
 #include "rocks_util.h"
+#include <storage/rocksdb_broker_store.h>
 #include <storage/rocksdb_event_log.h>
 
 namespace kolabus::storage {
@@ -21,8 +25,9 @@ using detail::decode_be64;
 using detail::encode_be64;
 using detail::to_error;
 
-constexpr std::uint32_t kFormatVersion = 1;
-enum Cf : std::size_t { kMeta = 0, kLog = 1, kIds = 2, kRegions = 3 };
+using detail::kIds;
+using detail::kLog;
+using detail::kRegions;
 
 std::string region_key_prefix(std::string_view prefix) {
   std::string k;
@@ -34,9 +39,9 @@ std::string region_key_prefix(std::string_view prefix) {
 
 class RocksEventLog final : public EventLog {
  public:
-  RocksEventLog(std::unique_ptr<detail::RocksDb> db, const RocksOptions& options,
-                detail::OpenMode mode, std::uint64_t next)
-      : db_(std::move(db)), sync_(options.sync), mode_(mode), next_seq_(next) {}
+  RocksEventLog(std::shared_ptr<detail::RocksDb> db, bool sync, detail::OpenMode mode,
+                std::uint64_t next)
+      : db_(std::move(db)), sync_(sync), mode_(mode), next_seq_(next) {}
 
   Status append(std::span<const AppendRecord> records) override {
     if (mode_ == detail::OpenMode::kReadOnly) {
@@ -160,42 +165,30 @@ class RocksEventLog final : public EventLog {
   }
 
  private:
-  std::unique_ptr<detail::RocksDb> db_;
+  // Shared with the consumer store: one database holds both (rocksdb_broker_store.h),
+  // and the broker may destroy the two in either order.
+  std::shared_ptr<detail::RocksDb> db_;
   const bool sync_;
   const detail::OpenMode mode_;
   std::atomic<std::uint64_t> next_seq_;  // written only by the one writer
 };
 
-Result<std::unique_ptr<EventLog>> open_log(const std::string& dir, const RocksOptions& options,
-                                           detail::OpenMode mode) {
-  auto cache = rocksdb::NewLRUCache(options.block_cache_bytes);
-  constexpr std::size_t kWriteBuffer = 32 << 20;
-  detail::OpenSpec spec;
-  spec.dir = dir;
-  spec.store = "event_log";
-  spec.format_version = kFormatVersion;
-  spec.db_options = detail::db_options();
-  spec.mode = mode;
-  spec.cfs = {
-      {rocksdb::kDefaultColumnFamilyName,
-       detail::column_family_options(cache, detail::Bloom::kNo, 1 << 20)},
-      {"log", detail::column_family_options(cache, detail::Bloom::kNo, kWriteBuffer)},
-      {"ids", detail::column_family_options(cache, detail::Bloom::kYes, kWriteBuffer)},
-      {"regions", detail::column_family_options(cache, detail::Bloom::kNo, kWriteBuffer)},
-  };
-  auto db = detail::open_rocks(spec);
-  if (!db) return unexpected(db.error());
+}  // namespace
 
+namespace detail {
+
+Result<std::unique_ptr<EventLog>> make_rocks_event_log(std::shared_ptr<RocksDb> db, bool sync,
+                                                       OpenMode mode) {
   // Recover the next sequence from the last record of the log.
   std::uint64_t next = 1;
   {
     std::unique_ptr<rocksdb::Iterator> it(
-        (*db)->db()->NewIterator(rocksdb::ReadOptions(), (*db)->cf(kLog)));
+        db->db()->NewIterator(rocksdb::ReadOptions(), db->cf(kLog)));
     it->SeekToLast();
-    if (!it->status().ok()) return unexpected(to_error(it->status(), "recover " + dir));
+    if (!it->status().ok()) return unexpected(to_error(it->status(), "recover " + db->dir()));
     if (it->Valid()) {
       if (it->key().size() != 8) {
-        return unexpected(Errc::kCorruption, "event log " + dir + ": the last log key is " +
+        return unexpected(Errc::kCorruption, "event log " + db->dir() + ": the last log key is " +
                                                  std::to_string(it->key().size()) +
                                                  " bytes long, expected 8");
       }
@@ -203,20 +196,24 @@ Result<std::unique_ptr<EventLog>> open_log(const std::string& dir, const RocksOp
     }
   }
   return std::unique_ptr<EventLog>(
-      std::make_unique<RocksEventLog>(std::move(*db), options, mode, next));
+      std::make_unique<RocksEventLog>(std::move(db), sync, mode, next));
 }
 
-}  // namespace
+}  // namespace detail
 
+// The event log alone is the broker store without its consumer store; the consumer
+// column families are still opened (and created), since RocksDB must open them all.
 Result<std::unique_ptr<EventLog>> open_rocksdb_event_log(const std::string& dir,
                                                          const RocksOptions& options) {
-  return open_log(dir, options, detail::OpenMode::kReadWrite);
+  auto store = open_rocksdb_broker_store(dir, options);
+  if (!store) return unexpected(store.error());
+  return std::move(store->log);
 }
 
 Result<std::unique_ptr<EventLog>> open_rocksdb_event_log_read_only(const std::string& dir) {
-  RocksOptions options;
-  options.block_cache_bytes = 8 << 20;
-  return open_log(dir, options, detail::OpenMode::kReadOnly);
+  auto store = open_rocksdb_broker_store_read_only(dir);
+  if (!store) return unexpected(store.error());
+  return std::move(store->log);
 }
 
 }  // namespace kolabus::storage

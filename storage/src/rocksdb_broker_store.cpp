@@ -1,0 +1,73 @@
+// Opens the broker's database: the event log's column families and the consumer
+// store's, in one RocksDB instance (see README.md for the layout).
+#include <rocksdb/cache.h>
+
+#include "broker_db.h"
+#include "rocks_util.h"
+#include <storage/rocksdb_broker_store.h>
+
+namespace kolabus::storage {
+
+namespace {
+
+// Format 1 is still the format: the consumer column families were added before any
+// release, so an event-log-only database of format 1 just gains them on its next
+// read-write open.
+constexpr std::uint32_t kFormatVersion = 1;
+
+detail::OpenSpec broker_spec(const std::string& dir, const RocksOptions& options,
+                             detail::OpenMode mode) {
+  auto cache = rocksdb::NewLRUCache(options.block_cache_bytes);
+  constexpr std::size_t kWriteBuffer = 32 << 20;
+  constexpr std::size_t kSmallWriteBuffer = 4 << 20;
+  detail::OpenSpec spec;
+  spec.dir = dir;
+  spec.store = "event_log";  // the kind this database has always declared
+  spec.format_version = kFormatVersion;
+  spec.db_options = detail::db_options();
+  spec.mode = mode;
+  // In detail::BrokerCf order.
+  spec.cfs = {
+      {rocksdb::kDefaultColumnFamilyName,
+       detail::column_family_options(cache, detail::Bloom::kNo, 1 << 20)},
+      {"log", detail::column_family_options(cache, detail::Bloom::kNo, kWriteBuffer)},
+      {"ids", detail::column_family_options(cache, detail::Bloom::kYes, kWriteBuffer)},
+      {"regions", detail::column_family_options(cache, detail::Bloom::kNo, kWriteBuffer)},
+      // Consumer state is rewritten on every acknowledgement but stays small: few keys,
+      // many overwrites, compacted away quickly.
+      {"consumers", detail::column_family_options(cache, detail::Bloom::kNo, kSmallWriteBuffer),
+       detail::Presence::kOptional},
+      {"dead_letters", detail::column_family_options(cache, detail::Bloom::kNo, kSmallWriteBuffer),
+       detail::Presence::kOptional},
+  };
+  return spec;
+}
+
+Result<BrokerStore> open_broker(const std::string& dir, const RocksOptions& options,
+                                detail::OpenMode mode) {
+  auto db = detail::open_rocks(broker_spec(dir, options, mode));
+  if (!db) return unexpected(db.error());
+  // Shared by the log and the consumer store: one database, one lock, one WAL for both;
+  // it closes when the last of the two is destroyed.
+  std::shared_ptr<detail::RocksDb> shared = std::move(*db);
+  auto log = detail::make_rocks_event_log(shared, options.sync, mode);
+  if (!log) return unexpected(log.error());
+  BrokerStore out;
+  out.log = std::move(*log);
+  out.consumers = detail::make_rocks_consumer_store(std::move(shared), mode);
+  return out;
+}
+
+}  // namespace
+
+Result<BrokerStore> open_rocksdb_broker_store(const std::string& dir, const RocksOptions& options) {
+  return open_broker(dir, options, detail::OpenMode::kReadWrite);
+}
+
+Result<BrokerStore> open_rocksdb_broker_store_read_only(const std::string& dir) {
+  RocksOptions options;
+  options.block_cache_bytes = 8 << 20;
+  return open_broker(dir, options, detail::OpenMode::kReadOnly);
+}
+
+}  // namespace kolabus::storage
