@@ -7,10 +7,11 @@
 #include <spdlog/spdlog.h>
 
 #include <broker/config.h>
+#include <broker/consumers.h>
 #include <broker/core.h>
 #include <broker/server.h>
 #include <schemas/regions.h>
-#include <storage/rocksdb_event_log.h>
+#include <storage/rocksdb_broker_store.h>
 
 namespace {
 
@@ -85,23 +86,30 @@ int main(int argc, char** argv) {
     spdlog::error("cannot create data directory {}: {}", config.data_dir, ec.message());
     return kStorage;
   }
-  auto log = storage::open_rocksdb_event_log(config.data_dir);
-  if (!log) {
-    spdlog::error("cannot open the event log in {}: {}", config.data_dir, log.error().to_string());
+  auto store = storage::open_rocksdb_broker_store(config.data_dir);
+  if (!store) {
+    spdlog::error("cannot open the event log in {}: {}", config.data_dir,
+                  store.error().to_string());
     return kStorage;
   }
 
   SystemClock clock;
-  broker::Core core(**log, regions, clock, {config.max_clock_skew_ms});
-  broker::Server server(core, config.server);
+  broker::Core core(*store->log, regions, clock, {config.max_clock_skew_ms});
+  broker::Consumers consumers(*store->log, *store->consumers, regions, clock,
+                              {.client_timeout_ms = config.client_timeout_ms});
+  if (Status st = consumers.load(); !st) {
+    spdlog::error("cannot load the consumers in {}: {}", config.data_dir, st.error().to_string());
+    return kStorage;
+  }
+  broker::Server server(core, consumers, config.server);
   auto bound = server.bind();
   if (!bound) {
     spdlog::error("{}", bound.error().message);
     return kNetwork;
   }
   spdlog::info("kolabus-broker {} serving on {}", KOLABUS_VERSION, *bound);
-  spdlog::info("event log {} (next sequence {}), {} region codes ({})", config.data_dir,
-               core.next_sequence().value, regions.size(),
+  spdlog::info("event log {} (next sequence {}), {} consumers, {} region codes ({})",
+               config.data_dir, core.next_sequence().value, consumers.list().size(), regions.size(),
                config.regions_file.empty() ? "compiled-in Kemendagri list" : config.regions_file);
   spdlog::warn(
       "development mode: no CURVE authentication yet; every event is recorded as from agency "

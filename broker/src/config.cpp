@@ -70,10 +70,11 @@ Result<Config> parse_config(std::string_view toml_text, const std::string& path)
     }
   }
   if (const auto* b = section("broker")) {
-    if (auto st = check_keys(*b, "broker",
-                             {"endpoint", "data_dir", "max_message_bytes", "max_batch_messages",
-                              "max_batch_bytes", "max_clock_skew_seconds", "dev_agency"},
-                             path);
+    if (auto st = check_keys(
+            *b, "broker",
+            {"endpoint", "data_dir", "max_message_bytes", "max_batch_messages", "max_batch_bytes",
+             "max_clock_skew_seconds", "dev_agency", "client_timeout_ms"},
+            path);
         !st) {
       return unexpected(st.error());
     }
@@ -85,7 +86,8 @@ Result<Config> parse_config(std::string_view toml_text, const std::string& path)
           read_key(*b, "broker", "max_batch_messages", c.server.max_batch_messages, path),
           read_key(*b, "broker", "max_batch_bytes", c.server.max_batch_bytes, path),
           read_key(*b, "broker", "max_clock_skew_seconds", skew_s, path),
-          read_key(*b, "broker", "dev_agency", c.server.dev_agency, path)}) {
+          read_key(*b, "broker", "dev_agency", c.server.dev_agency, path),
+          read_key(*b, "broker", "client_timeout_ms", c.client_timeout_ms, path)}) {
       if (!st) return unexpected(st.error());
     }
     c.max_clock_skew_ms = skew_s * 1000;

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <unordered_map>
 #include <utility>
 
@@ -35,13 +36,14 @@ const events::Event* structural_root(std::span<const std::uint8_t> bytes) {
 }
 
 flatbuffers::DetachedBuffer build_record(Sequence seq, TimeMs received_at, std::string_view source,
+                                         std::uint8_t routing_kind,
                                          std::span<const std::uint8_t> event) {
   flatbuffers::FlatBufferBuilder fbb(event.size() + source.size() + 64);
   // The event is a FlatBuffer of its own: keep it 8-byte aligned inside the record.
   fbb.ForceVectorAlignment(event.size(), sizeof(std::uint8_t), 8);
   auto event_vec = fbb.CreateVector(event.data(), event.size());
   auto src = fbb.CreateString(source.data(), source.size());
-  fbb.Finish(log::CreateLogRecord(fbb, seq.value, received_at, src, event_vec),
+  fbb.Finish(log::CreateLogRecord(fbb, seq.value, received_at, src, event_vec, routing_kind),
              log::LogRecordIdentifier());
   return fbb.Release();
 }
@@ -63,11 +65,25 @@ std::optional<StoredEventInfo> decode_stored_event(std::string_view record) {
 
 Core::Core(storage::EventLog& log, const schemas::RegionTable& regions, const Clock& clock,
            CoreOptions options)
-    : log_(log), regions_(regions), clock_(clock), options_(options) {}
+    : log_(log), regions_(regions), clock_(clock), options_(options) {
+  const Sequence next = log_.next_sequence();
+  if (next.value > 1) {
+    auto rec = log_.read(Sequence{next.value - 1});
+    if (rec && rec->has_value()) {
+      const auto* bytes = reinterpret_cast<const std::uint8_t*>((*rec)->data());
+      flatbuffers::Verifier verifier(bytes, (*rec)->size());
+      if (log::VerifyLogRecordBuffer(verifier)) {
+        last_received_at_ = log::GetLogRecord(bytes)->received_at();
+      }
+    }
+  }
+}
 
 std::vector<PublishOutcome> Core::publish_batch(std::span<const PublishRequest> requests) {
   const TimeMs now = clock_.now_ms();
   const schemas::ValidationContext ctx{regions_, now, options_.max_clock_skew_ms};
+  const TimeMs received_at = std::max(now, last_received_at_);
+  appended_.clear();
 
   // Events accepted in this batch, in sequence order.
   struct Accepted {
@@ -163,7 +179,7 @@ std::vector<PublishOutcome> Core::publish_batch(std::span<const PublishRequest> 
 
     Accepted a{i, id, index_kind, ev->payload_type(), {}, {}};
     for (const auto* r : *ev->regions()) a.regions.emplace_back(r->string_view());
-    a.record = build_record(next, now, requests[i].source, bytes);
+    a.record = build_record(next, received_at, requests[i].source, index_kind, bytes);
     next.value++;
     accepted_by_id.emplace(id, accepted.size());
     accepted.push_back(std::move(a));
@@ -186,10 +202,13 @@ std::vector<PublishOutcome> Core::publish_batch(std::span<const PublishRequest> 
     for (std::size_t k = 0; k < accepted.size(); ++k) {
       if (st) {
         out[accepted[k].request].result = Ack{Sequence{first.value + k}, false};
+        appended_.push_back(
+            {Sequence{first.value + k}, accepted[k].index_kind, std::move(accepted[k].regions)});
       } else {
         out[accepted[k].request].result = storage_unavailable(st.error().to_string());
       }
     }
+    if (st) last_received_at_ = received_at;
     for (auto [req, k] : repeats) {
       out[req].result = st ? PublishOutcome::Result{Ack{Sequence{first.value + k}, true}}
                            : PublishOutcome::Result{storage_unavailable(st.error().to_string())};

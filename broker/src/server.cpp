@@ -60,6 +60,58 @@ flatbuffers::DetachedBuffer pong_response(std::uint64_t corr, Sequence next) {
   return fbb.Release();
 }
 
+flatbuffers::Offset<protocol::Filter> build_filter(flatbuffers::FlatBufferBuilder& fbb,
+                                                   const Filter& f) {
+  auto kinds = fbb.CreateVector(f.kinds);
+  auto regions = fbb.CreateVectorOfStrings(f.regions);
+  return protocol::CreateFilter(fbb, kinds, regions);
+}
+
+flatbuffers::Offset<protocol::ConsumerInfo> build_info(flatbuffers::FlatBufferBuilder& fbb,
+                                                       const ConsumerStatus& st) {
+  auto name = fbb.CreateString(st.spec.name);
+  auto owner = fbb.CreateString(st.owner);
+  auto filter = build_filter(fbb, st.spec.filter);
+  auto config = protocol::CreateConsumerConfig(
+      fbb, fbb.CreateString(st.spec.name), filter, st.spec.start, st.spec.start_sequence,
+      st.spec.start_time, st.spec.ack_wait_ms, st.spec.max_deliver);
+  return protocol::CreateConsumerInfo(fbb, name, owner, config, st.ack_floor, st.next_sequence,
+                                      st.pending, st.lag, st.oldest_unacked_age_ms, st.clients,
+                                      st.dead_letters, st.created);
+}
+
+flatbuffers::Offset<flatbuffers::Vector<std::uint8_t>> nested(flatbuffers::FlatBufferBuilder& fbb,
+                                                              std::string_view bytes) {
+  // A nested FlatBuffer stays 8-byte aligned inside its parent.
+  fbb.ForceVectorAlignment(bytes.size(), sizeof(std::uint8_t), 8);
+  return fbb.CreateVector(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size());
+}
+
+template <typename T>
+flatbuffers::DetachedBuffer finish(flatbuffers::FlatBufferBuilder& fbb, std::uint64_t corr,
+                                   protocol::Reply type, flatbuffers::Offset<T> body) {
+  fbb.Finish(protocol::CreateResponse(fbb, kProtocolVersion, corr, type, body.Union()));
+  return fbb.Release();
+}
+
+flatbuffers::DetachedBuffer delivery_message(const broker::Delivery& d) {
+  flatbuffers::FlatBufferBuilder fbb(d.record.size() + 128);
+  auto record = nested(fbb, d.record);
+  auto consumer = fbb.CreateString(d.consumer);
+  return finish(fbb, 0, protocol::Reply::Delivery,
+                protocol::CreateDelivery(fbb, consumer, d.sequence.value, d.attempt, record));
+}
+
+flatbuffers::DetachedBuffer done_response(std::uint64_t corr, std::uint64_t count) {
+  flatbuffers::FlatBufferBuilder fbb(64);
+  return finish(fbb, corr, protocol::Reply::Done, protocol::CreateDone(fbb, count));
+}
+
+std::vector<std::uint64_t> sequences_of(const flatbuffers::Vector<std::uint64_t>* v) {
+  return v == nullptr ? std::vector<std::uint64_t>{}
+                      : std::vector<std::uint64_t>(v->begin(), v->end());
+}
+
 // Logs refusals without letting a flood of bad input flood the log: at most
 // kPerWindow lines per second, then one line counting what was suppressed.
 class RefusalLog {
@@ -92,6 +144,7 @@ class RefusalLog {
 
 struct Server::Impl {
   Core& core;
+  Consumers& consumers;
   ServerOptions options;
   zmq::context_t context{1};
   zmq::socket_t socket{context, zmq::socket_type::router};
@@ -99,7 +152,11 @@ struct Server::Impl {
   std::uint64_t frame_errors = 0;
   std::uint64_t unroutable_replies = 0;
 
-  Impl(Core& c, ServerOptions o) : core(c), options(std::move(o)) {}
+  std::uint64_t undelivered = 0;
+  SystemClock wall;
+  Clock::time_point last_flush_error{};
+
+  Impl(Core& c, Consumers& cs, ServerOptions o) : core(c), consumers(cs), options(std::move(o)) {}
 
   std::string agency_of(const zmq::message_t& /*body*/) const {
     // Seam for authentication: with CURVE the ZAP handler's User-Id will name the
@@ -141,6 +198,7 @@ struct Server::Impl {
       return false;
     }
     Incoming in;
+    consumers.touch(ClientId{parts[0].to_string()});
     in.envelope.push_back(std::move(parts[0]));
     const std::size_t body_frames = parts.size() - 1;
     if (body_frames == 2 && parts[1].size() == 0) {
@@ -204,6 +262,9 @@ struct Server::Impl {
       }
       case protocol::Command::NONE:
         break;
+      default:
+        handle_command(in, req);
+        return true;
     }
     refuse_frame(in.envelope, in.corr,
                  Nack{ErrorCode::UnknownCommand, "command",
@@ -213,11 +274,190 @@ struct Server::Impl {
     return true;
   }
 
+  void reply_error(Incoming& in, const CommandError& e) {
+    const Nack n{e.code, e.field, e.message, false};
+    refusals.log(agency_of(in.body), std::nullopt, n);
+    send(in.envelope, nack_response(in.corr, std::nullopt, n));
+  }
+
+  // Parses a filter from the wire into the consumers' form (checked, normalised).
+  CommandResult<Filter> filter_of(const protocol::Filter* f) {
+    std::vector<std::uint8_t> kinds;
+    std::vector<std::string> regions;
+    if (f != nullptr && f->kinds() != nullptr) kinds.assign(f->kinds()->begin(), f->kinds()->end());
+    if (f != nullptr && f->regions() != nullptr) {
+      for (const auto* r : *f->regions()) regions.push_back(r->str());
+    }
+    return consumers.make_filter(kinds, regions);
+  }
+
+  // Consumer and operator commands: answered at once, in arrival order.
+  void handle_command(Incoming& in, const protocol::Request* req) {
+    const ClientId client{in.envelope[0].to_string()};
+    const std::string owner = agency_of(in.body);
+    auto missing = [&](const char* field) {
+      reply_error(in, {ErrorCode::MissingField, field, std::string(field) + ": required"});
+    };
+    switch (req->command_type()) {
+      case protocol::Command::Subscribe: {
+        const auto* sub = req->command_as_Subscribe();
+        const auto* cfg = sub->config();
+        if (cfg == nullptr || cfg->name() == nullptr) return missing("config.name");
+        if (in.envelope.size() > 1) {
+          return reply_error(in, {ErrorCode::InvalidRequest, "",
+                                  "a consumer needs a DEALER socket: deliveries arrive unasked, "
+                                  "which a REQ socket cannot receive"});
+        }
+        auto filter = filter_of(cfg->filter());
+        if (auto* e = std::get_if<CommandError>(&filter)) return reply_error(in, *e);
+        ConsumerSpec spec{cfg->name()->str(),    std::get<Filter>(filter), cfg->start(),
+                          cfg->start_sequence(), cfg->start_time(),        cfg->ack_wait_ms(),
+                          cfg->max_deliver()};
+        auto r = consumers.subscribe(client, owner, spec, sub->window());
+        if (auto* e = std::get_if<CommandError>(&r)) return reply_error(in, *e);
+        const auto& st = std::get<ConsumerStatus>(r);
+        if (st.created)
+          spdlog::info("consumer {}/{} created at sequence {}", owner, spec.name, st.next_sequence);
+        flatbuffers::FlatBufferBuilder fbb(512);
+        auto info = build_info(fbb, st);
+        return send(in.envelope, finish(fbb, in.corr, protocol::Reply::Subscribed,
+                                        protocol::CreateSubscribed(fbb, info)));
+      }
+      case protocol::Command::Unsubscribe: {
+        const auto* u = req->command_as_Unsubscribe();
+        if (auto e = consumers.unsubscribe(client, owner, u->consumer()->string_view())) {
+          return reply_error(in, *e);
+        }
+        return send(in.envelope, done_response(in.corr, 1));
+      }
+      case protocol::Command::Ack: {
+        const auto* a = req->command_as_Ack();
+        const auto seqs = sequences_of(a->sequences());
+        if (auto e = consumers.ack(owner, a->consumer()->string_view(), seqs)) {
+          reply_error(in, *e);
+        }
+        return;  // no reply on success
+      }
+      case protocol::Command::Nak: {
+        const auto* n = req->command_as_Nak();
+        if (auto e =
+                consumers.nak(owner, n->consumer()->string_view(), n->sequence(), n->delay_ms())) {
+          reply_error(in, *e);
+        }
+        return;
+      }
+      case protocol::Command::Reject: {
+        const auto* r = req->command_as_Reject();
+        if (auto e = consumers.reject(owner, r->consumer()->string_view(), r->sequence(),
+                                      r->reason() ? r->reason()->str() : "")) {
+          reply_error(in, *e);
+        }
+        return;
+      }
+      case protocol::Command::ListConsumers: {
+        flatbuffers::FlatBufferBuilder fbb(1024);
+        std::vector<flatbuffers::Offset<protocol::ConsumerInfo>> infos;
+        for (const auto& st : consumers.list()) infos.push_back(build_info(fbb, st));
+        auto list = protocol::CreateConsumerList(fbb, fbb.CreateVector(infos));
+        return send(in.envelope, finish(fbb, in.corr, protocol::Reply::ConsumerList, list));
+      }
+      case protocol::Command::SeekConsumer: {
+        const auto* sk = req->command_as_SeekConsumer();
+        auto r = consumers.seek(owner, sk->consumer()->string_view(), sk->start(), sk->sequence(),
+                                sk->time());
+        if (auto* e = std::get_if<CommandError>(&r)) return reply_error(in, *e);
+        const auto& st = std::get<ConsumerStatus>(r);
+        spdlog::info("consumer {}/{} moved to sequence {}", owner, st.spec.name, st.next_sequence);
+        flatbuffers::FlatBufferBuilder fbb(512);
+        auto info = build_info(fbb, st);
+        return send(in.envelope, finish(fbb, in.corr, protocol::Reply::Subscribed,
+                                        protocol::CreateSubscribed(fbb, info)));
+      }
+      case protocol::Command::DeleteConsumer: {
+        const auto* d = req->command_as_DeleteConsumer();
+        auto r = consumers.remove(owner, d->consumer()->string_view());
+        if (auto* e = std::get_if<CommandError>(&r)) return reply_error(in, *e);
+        spdlog::info("consumer {}/{} deleted", owner, d->consumer()->string_view());
+        return send(in.envelope, done_response(in.corr, std::get<std::uint64_t>(r)));
+      }
+      case protocol::Command::ReadRange: {
+        const auto* rr = req->command_as_ReadRange();
+        auto filter = filter_of(rr->filter());
+        if (auto* e = std::get_if<CommandError>(&filter)) return reply_error(in, *e);
+        auto r = consumers.read_range(std::get<Filter>(filter), rr->from_sequence(),
+                                      rr->from_time(), rr->to_sequence(), rr->max_events());
+        if (auto* e = std::get_if<CommandError>(&r)) return reply_error(in, *e);
+        const auto& page = std::get<RangePage>(r);
+        flatbuffers::FlatBufferBuilder fbb(4096);
+        std::vector<flatbuffers::Offset<protocol::Record>> records;
+        for (const auto& rec : page.records) {
+          records.push_back(protocol::CreateRecord(fbb, nested(fbb, rec)));
+        }
+        auto body = protocol::CreateRangePage(fbb, fbb.CreateVector(records), page.next, page.done);
+        return send(in.envelope, finish(fbb, in.corr, protocol::Reply::RangePage, body));
+      }
+      case protocol::Command::DlqList: {
+        const auto* l = req->command_as_DlqList();
+        auto r = consumers.dead_letters(owner, l->consumer() ? l->consumer()->string_view() : "",
+                                        l->from_sequence(), l->max());
+        if (auto* e = std::get_if<CommandError>(&r)) return reply_error(in, *e);
+        flatbuffers::FlatBufferBuilder fbb(4096);
+        std::vector<flatbuffers::Offset<protocol::DeadLetter>> items;
+        for (const auto& d : std::get<std::vector<DeadLetter>>(r)) {
+          auto record = nested(fbb, d.record);
+          items.push_back(protocol::CreateDeadLetter(
+              fbb, fbb.CreateString(d.entry.key.name), d.entry.sequence, d.entry.attempts,
+              fbb.CreateString(d.entry.reason), d.entry.dead_at, record));
+        }
+        auto body = protocol::CreateDeadLetterList(fbb, fbb.CreateVector(items));
+        return send(in.envelope, finish(fbb, in.corr, protocol::Reply::DeadLetterList, body));
+      }
+      case protocol::Command::DlqRedrive:
+      case protocol::Command::DlqDrop: {
+        const bool redrive = req->command_type() == protocol::Command::DlqRedrive;
+        const auto* name = redrive ? req->command_as_DlqRedrive()->consumer()
+                                   : req->command_as_DlqDrop()->consumer();
+        const auto seqs = sequences_of(redrive ? req->command_as_DlqRedrive()->sequences()
+                                               : req->command_as_DlqDrop()->sequences());
+        auto r = redrive ? consumers.redrive(owner, name->string_view(), seqs)
+                         : consumers.drop_dead_letters(owner, name->string_view(), seqs);
+        if (auto* e = std::get_if<CommandError>(&r)) return reply_error(in, *e);
+        spdlog::info("consumer {}/{}: {} {} dead letters", owner, name->string_view(),
+                     redrive ? "redrove" : "dropped", std::get<std::uint64_t>(r));
+        return send(in.envelope, done_response(in.corr, std::get<std::uint64_t>(r)));
+      }
+      case protocol::Command::NONE:
+      case protocol::Command::Publish:
+      case protocol::Command::Ping:
+        break;  // handled by read_one
+    }
+  }
+
+  void deliver() {
+    for (const auto& d : consumers.pump()) {
+      std::vector<zmq::message_t> envelope;
+      envelope.emplace_back(d.client.bytes.data(), d.client.bytes.size());
+      const auto before = unroutable_replies;
+      send(envelope, delivery_message(d));
+      // Not sent (the client's queue is full, or it left): the event stays in
+      // flight and is delivered again after ack_wait.
+      undelivered += unroutable_replies - before;
+    }
+    if (Status st = consumers.flush(); !st) {
+      const auto now = Clock::now();
+      if (now - last_flush_error > std::chrono::seconds(10)) {
+        spdlog::error("cannot persist consumer positions: {}", st.error().to_string());
+        last_flush_error = now;
+      }
+    }
+  }
+
   void commit(std::vector<Incoming>& batch) {
     std::vector<PublishRequest> requests;
     requests.reserve(batch.size());
     for (const auto& in : batch) requests.push_back({in.event, in.source});
     const auto outcomes = core.publish_batch(requests);
+    consumers.on_appended(core.last_appended());
     for (std::size_t i = 0; i < batch.size(); ++i) {
       const auto& o = outcomes[i];
       if (const auto* ack = std::get_if<Ack>(&o.result)) {
@@ -236,8 +476,8 @@ struct Server::Impl {
   }
 };
 
-Server::Server(Core& core, ServerOptions options)
-    : impl_(std::make_unique<Impl>(core, std::move(options))) {}
+Server::Server(Core& core, Consumers& consumers, ServerOptions options)
+    : impl_(std::make_unique<Impl>(core, consumers, std::move(options))) {}
 
 Server::~Server() = default;
 
@@ -267,7 +507,12 @@ void Server::run() {
   CoreStats logged{};
   while (!stop_.load()) {
     try {
-      zmq::poll(items, 1, std::chrono::milliseconds(200));
+      auto timeout = std::chrono::milliseconds(200);
+      if (auto next = im.consumers.next_deadline()) {
+        const TimeMs wait = std::max<TimeMs>(1, *next - im.wall.now_ms() + 1);
+        timeout = std::min(timeout, std::chrono::milliseconds(wait));
+      }
+      zmq::poll(items, 1, timeout);
     } catch (const zmq::error_t& e) {
       if (e.num() == EINTR) continue;
       throw;
@@ -282,6 +527,7 @@ void Server::run() {
       }
       if (!batch.empty()) im.commit(batch);
     }
+    im.deliver();
     const auto now = Clock::now();
     if (now - last_stats > std::chrono::milliseconds(im.options.stats_interval_ms)) {
       const auto& s = im.core.stats();

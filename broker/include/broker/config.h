@@ -17,6 +17,9 @@ struct Config {
   std::string data_dir = "var/broker";
   std::string regions_file;  // empty: the Kemendagri list compiled into the broker
   TimeMs max_clock_skew_ms = 5 * 60 * 1000;
+  // A consumer client not heard from this long is detached; its unacknowledged
+  // events go to the consumer's other clients.
+  TimeMs client_timeout_ms = 15000;
   std::string log_level = "info";
 };
 

@@ -59,6 +59,13 @@ struct PublishOutcome {
   bool acked() const { return std::holds_alternative<Ack>(result); }
 };
 
+// An event the last publish_batch appended, for routing to consumers.
+struct AppendedEvent {
+  Sequence sequence;
+  std::uint8_t routing_kind;         // as LogRecord.routing_kind
+  std::vector<std::string> regions;  // the event's village codes
+};
+
 struct CoreStats {
   std::uint64_t accepted = 0;
   std::uint64_t duplicates = 0;
@@ -79,6 +86,10 @@ class Core {
   // StorageUnavailable (retryable) and nothing of the batch is stored.
   std::vector<PublishOutcome> publish_batch(std::span<const PublishRequest> requests);
 
+  // The events the last publish_batch stored, in sequence order (empty when it
+  // stored none). Valid until the next publish_batch.
+  const std::vector<AppendedEvent>& last_appended() const { return appended_; }
+
   Sequence next_sequence() const { return log_.next_sequence(); }
   const CoreStats& stats() const { return stats_; }
 
@@ -88,6 +99,10 @@ class Core {
   const Clock& clock_;
   CoreOptions options_;
   CoreStats stats_;
+  std::vector<AppendedEvent> appended_;
+  // Receive times never go backwards in log order, even if the wall clock does, so
+  // that a consumer can be positioned by time with a binary search.
+  TimeMs last_received_at_ = 0;
 };
 
 // Reads a log record's event: kind and regions. nullopt if the record does not

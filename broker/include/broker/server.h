@@ -1,12 +1,15 @@
 // broker::Server: the ZeroMQ shell around broker::Core. The only broker code that
 // touches sockets.
 //
-// One ROUTER socket. Each loop iteration waits for input, drains what is readable
-// (bounded by max_batch_messages and max_batch_bytes), answers frame-level errors
-// and pings at once, hands all publishes of the drain to Core::publish_batch (one
-// durable write, one WAL sync: group commit) and sends each client its replies.
+// One ROUTER socket. Each loop iteration waits for input (or the next consumer
+// deadline), drains what is readable (bounded by max_batch_messages and
+// max_batch_bytes), answers frame-level errors, pings and consumer and operator
+// commands at once, hands all publishes of the drain to Core::publish_batch (one
+// durable write, one WAL sync: group commit) and sends each client its replies;
+// then it routes the new events to the consumers, sends what Consumers::pump()
+// says is due, and persists consumer positions (Consumers::flush()).
 //
-// Ownership: borrows the core, which must outlive the server.
+// Ownership: borrows the core and the consumers, which must outlive the server.
 // Thread-safety: run() on one thread; request_stop() from any thread or a signal
 // handler (it only sets an atomic flag).
 #pragma once
@@ -16,6 +19,7 @@
 #include <memory>
 #include <string>
 
+#include <broker/consumers.h>
 #include <broker/core.h>
 #include <common/result.h>
 
@@ -39,7 +43,7 @@ struct ServerOptions {
 
 class Server {
  public:
-  Server(Core& core, ServerOptions options);
+  Server(Core& core, Consumers& consumers, ServerOptions options);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;

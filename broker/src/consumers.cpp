@@ -1,0 +1,932 @@
+#include <algorithm>
+#include <limits>
+
+#include <flatbuffers/flatbuffers.h>
+
+#include <broker/consumers.h>
+#include <schemas/log_generated.h>
+
+namespace kolabus::broker {
+
+namespace {
+
+using protocol::ErrorCode;
+using protocol::StartPolicy;
+
+constexpr std::uint8_t kCorrectionBit = 0x80;
+constexpr std::array<std::size_t, 4> kPrefixLengths = {2, 4, 6, 10};
+// Operator-visible lag is counted up to here; beyond, the figure is a lower bound.
+constexpr std::uint64_t kLagCountLimit = 10'000'000;
+
+bool valid_name(std::string_view name) {
+  if (name.empty() || name.size() > 64) return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == '-';
+  });
+}
+
+CommandError unknown_consumer(std::string_view owner, std::string_view name) {
+  return {
+      ErrorCode::UnknownConsumer, "consumer",
+      "consumer: no consumer '" + std::string(name) + "' of agency '" + std::string(owner) + "'"};
+}
+
+const log::LogRecord* record_root(std::string_view record) {
+  const auto* bytes = reinterpret_cast<const std::uint8_t*>(record.data());
+  flatbuffers::Verifier verifier(bytes, record.size());
+  if (!log::VerifyLogRecordBuffer(verifier)) return nullptr;
+  return log::GetLogRecord(bytes);
+}
+
+std::string encode_spec(const ConsumerSpec& spec) {
+  flatbuffers::FlatBufferBuilder fbb(256);
+  auto name = fbb.CreateString(spec.name);
+  auto kinds = fbb.CreateVector(spec.filter.kinds);
+  auto regions = fbb.CreateVectorOfStrings(spec.filter.regions);
+  auto filter = protocol::CreateFilter(fbb, kinds, regions);
+  fbb.Finish(protocol::CreateConsumerConfig(fbb, name, filter, spec.start, spec.start_sequence,
+                                            spec.start_time, spec.ack_wait_ms, spec.max_deliver));
+  return {reinterpret_cast<const char*>(fbb.GetBufferPointer()), fbb.GetSize()};
+}
+
+std::optional<ConsumerSpec> decode_spec(std::string_view bytes) {
+  const auto* data = reinterpret_cast<const std::uint8_t*>(bytes.data());
+  flatbuffers::Verifier verifier(data, bytes.size());
+  if (!verifier.VerifyBuffer<protocol::ConsumerConfig>(nullptr)) return std::nullopt;
+  const auto* c = flatbuffers::GetRoot<protocol::ConsumerConfig>(data);
+  ConsumerSpec spec;
+  spec.name = c->name()->str();
+  if (c->filter() != nullptr) {
+    if (c->filter()->kinds() != nullptr) {
+      spec.filter.kinds.assign(c->filter()->kinds()->begin(), c->filter()->kinds()->end());
+    }
+    if (c->filter()->regions() != nullptr) {
+      for (const auto* r : *c->filter()->regions()) spec.filter.regions.push_back(r->str());
+    }
+  }
+  spec.start = c->start();
+  spec.start_sequence = c->start_sequence();
+  spec.start_time = c->start_time();
+  spec.ack_wait_ms = c->ack_wait_ms();
+  spec.max_deliver = c->max_deliver();
+  return spec;
+}
+
+}  // namespace
+
+bool Filter::matches_kind(std::uint8_t routing_kind) const {
+  if (kinds.empty()) return true;
+  return std::binary_search(kinds.begin(), kinds.end(),
+                            static_cast<std::uint8_t>(routing_kind & ~kCorrectionBit));
+}
+
+bool Filter::matches(std::uint8_t routing_kind,
+                     const std::vector<std::string>& event_regions) const {
+  if (!matches_kind(routing_kind)) return false;
+  if (regions.empty()) return true;
+  for (const auto& r : event_regions) {
+    for (const auto& p : regions) {
+      if (r.compare(0, p.size(), p) == 0) return true;
+    }
+  }
+  return false;
+}
+
+// ---------------------------------------------------------------------------
+
+namespace {
+
+struct Attachment {
+  ClientId client;
+  std::uint32_t window = 0;
+  std::uint32_t in_flight = 0;
+};
+
+struct Pending {
+  std::uint32_t attempt = 0;       // deliveries made so far
+  TimeMs deadline = 0;             // when the current delivery expires
+  std::optional<ClientId> client;  // holder of the current delivery; none: due
+  bool redrive = false;            // a dead letter being delivered again
+  TimeMs first_sent = 0;
+};
+
+struct Consumer {
+  storage::ConsumerKey key;
+  ConsumerSpec spec;
+  std::uint64_t ack_floor = 0;
+  std::set<std::uint64_t> acked_above;
+  std::uint64_t cursor = 1;  // next sequence to consider for a first delivery
+  std::map<std::uint64_t, Pending> in_flight;
+  std::set<std::uint64_t> due;  // in_flight entries waiting to be sent (again)
+  std::deque<std::pair<TimeMs, std::uint64_t>> timers;  // ack deadlines, send order; lazy
+  std::multimap<TimeMs, std::uint64_t> delayed;         // Nak with a delay
+  std::vector<Attachment> clients;
+  std::size_t next_client = 0;
+  std::uint64_t dead_count = 0;
+  bool has_new = true;  // matching events may lie at or after the cursor
+  bool dirty = false;   // position changed since the last flush
+
+  std::uint64_t floor() const {
+    for (const auto& [seq, p] : in_flight) {
+      if (!p.redrive) return std::min(seq - 1, cursor - 1);
+    }
+    return cursor - 1;
+  }
+};
+
+struct ClientRec {
+  TimeMs last_seen = 0;
+  std::set<Consumer*> consumers;
+};
+
+}  // namespace
+
+struct Consumers::State {
+  storage::EventLog& log;
+  storage::ConsumerStore& store;
+  const schemas::RegionTable& regions;
+  const Clock& clock;
+  ConsumersOptions options;
+
+  std::map<storage::ConsumerKey, std::unique_ptr<Consumer>> consumers;
+  std::map<ClientId, ClientRec> clients;
+  // Routing: consumers by region prefix, and those that take every region.
+  std::unordered_map<std::string, std::vector<Consumer*>> by_prefix;
+  std::vector<Consumer*> all_regions;
+  // Consumers with something to send (due events, or new events with credit).
+  std::set<Consumer*> work;
+  // Pending store writes.
+  std::vector<storage::DeadLetterEntry> dead_out;
+  std::vector<std::pair<storage::ConsumerKey, std::uint64_t>> dead_removed;
+  std::vector<storage::ConsumerKey> erased;
+  // Nothing expires before this: the earliest ack deadline, delayed retry or client
+  // timeout known. Lowered as they are added; recomputed after each expiry pass.
+  TimeMs next_due = std::numeric_limits<TimeMs>::max();
+  void due_by(TimeMs t) { next_due = std::min(next_due, t); }
+
+  TimeMs compute_next_due() const {
+    TimeMs next = std::numeric_limits<TimeMs>::max();
+    for (const auto& [key, c] : consumers) {
+      if (!c->timers.empty()) next = std::min(next, c->timers.front().first);
+      if (!c->delayed.empty()) next = std::min(next, c->delayed.begin()->first);
+    }
+    for (const auto& [id, rec] : clients) {
+      next = std::min(next, rec.last_seen + options.client_timeout_ms);
+    }
+    return next;
+  }
+
+  State(storage::EventLog& l, storage::ConsumerStore& s, const schemas::RegionTable& r,
+        const Clock& c, ConsumersOptions o)
+      : log(l), store(s), regions(r), clock(c), options(o) {}
+
+  Consumer* find(std::string_view owner, std::string_view name) {
+    auto it = consumers.find(storage::ConsumerKey{std::string(owner), std::string(name)});
+    return it == consumers.end() ? nullptr : it->second.get();
+  }
+
+  void route_add(Consumer* c) {
+    if (c->spec.filter.regions.empty()) {
+      all_regions.push_back(c);
+    } else {
+      for (const auto& p : c->spec.filter.regions) by_prefix[p].push_back(c);
+    }
+  }
+  void route_remove(Consumer* c) {
+    auto drop = [c](std::vector<Consumer*>& v) { std::erase(v, c); };
+    drop(all_regions);
+    for (const auto& p : c->spec.filter.regions) {
+      auto it = by_prefix.find(p);
+      if (it == by_prefix.end()) continue;
+      drop(it->second);
+      if (it->second.empty()) by_prefix.erase(it);
+    }
+  }
+
+  Attachment* attachment(Consumer& c, const ClientId& client) {
+    for (auto& a : c.clients) {
+      if (a.client == client) return &a;
+    }
+    return nullptr;
+  }
+
+  // The delivery of `seq` no longer counts against its client's window.
+  void release(Consumer& c, Pending& p) {
+    if (!p.client) return;
+    if (auto* a = attachment(c, *p.client); a != nullptr && a->in_flight > 0) a->in_flight--;
+    p.client.reset();
+    work.insert(&c);
+  }
+
+  void settle(Consumer& c) {
+    const std::uint64_t f = c.floor();
+    if (f != c.ack_floor) {
+      c.ack_floor = f;
+      c.dirty = true;
+    }
+    while (!c.acked_above.empty() && *c.acked_above.begin() <= c.ack_floor) {
+      c.acked_above.erase(c.acked_above.begin());
+      c.dirty = true;
+    }
+  }
+
+  void dead_letter(Consumer& c, std::uint64_t seq, std::string reason) {
+    auto it = c.in_flight.find(seq);
+    if (it == c.in_flight.end()) return;
+    release(c, it->second);
+    dead_out.push_back(storage::DeadLetterEntry{c.key, seq, it->second.attempt, std::move(reason),
+                                                clock.now_ms()});
+    if (!it->second.redrive) {
+      c.dead_count++;
+      c.acked_above.insert(seq);  // done with, as far as the position goes
+    }
+    c.in_flight.erase(it);
+    c.due.erase(seq);
+    c.dirty = true;
+    settle(c);
+  }
+
+  void detach(const ClientId& client, Consumer& c) {
+    for (auto& [seq, p] : c.in_flight) {
+      if (p.client == client) {
+        p.client.reset();
+        c.due.insert(seq);
+      }
+    }
+    std::erase_if(c.clients, [&](const Attachment& a) { return a.client == client; });
+    if (!c.due.empty()) work.insert(&c);
+  }
+
+  void detach_all(const ClientId& client) {
+    auto it = clients.find(client);
+    if (it == clients.end()) return;
+    for (Consumer* c : it->second.consumers) detach(client, *c);
+    clients.erase(it);
+  }
+
+  // Reads up to `max` matching sequences in [from, to_excl). Returns them, the first
+  // sequence not yet examined, and whether the range is exhausted. Reads the region
+  // index (only the filter's own events) or, for a filter of every region, the log.
+  struct Scan {
+    std::vector<std::uint64_t> seqs;
+    std::uint64_t next = 0;
+    bool done = false;
+  };
+  Result<Scan> scan_matching(const Filter& f, std::uint64_t from, std::uint64_t to_excl,
+                             std::size_t max) const {
+    Scan out;
+    out.next = from;
+    if (from >= to_excl || max == 0) {
+      out.done = from >= to_excl;
+      return out;
+    }
+    if (f.regions.empty()) {
+      // Every region: read the log itself, a bounded number of records per call.
+      const std::size_t examine = std::max<std::size_t>(max * 8, 1024);
+      std::size_t examined = 0;
+      bool full = false;
+      std::uint64_t next = from;
+      Status st = log.scan(Sequence{from}, examine, [&](Sequence seq, std::string_view rec) {
+        if (seq.value >= to_excl) return false;
+        ++examined;
+        next = seq.value + 1;
+        const auto* r = record_root(rec);
+        KOLABUS_CHECK(r != nullptr);  // the broker only stores records it built
+        if (f.matches_kind(r->routing_kind())) out.seqs.push_back(seq.value);
+        full = out.seqs.size() == max;
+        return !full;
+      });
+      if (!st) return unexpected(st.error());
+      // Stopped neither by `max` nor by the examine bound: nothing more up to to_excl.
+      out.next = (full || examined == examine) ? next : to_excl;
+      out.done = out.next >= to_excl;
+      return out;
+    }
+    // One sorted run per prefix; merge them up to the smallest sequence that every
+    // run is known to be complete to.
+    std::uint64_t bound = std::numeric_limits<std::uint64_t>::max();
+    std::vector<std::pair<std::uint64_t, std::uint8_t>> hits;
+    for (const auto& p : f.regions) {
+      std::size_t n = 0;
+      std::uint64_t last = 0;
+      Status st = log.scan_region(p, Sequence{from}, max, [&](const storage::RegionHit& h) {
+        if (h.seq.value >= to_excl) return false;
+        hits.emplace_back(h.seq.value, h.kind);
+        last = h.seq.value;
+        return ++n < max;
+      });
+      if (!st) return unexpected(st.error());
+      if (n == max) bound = std::min(bound, last);
+    }
+    std::sort(hits.begin(), hits.end());
+    std::uint64_t prev = 0;
+    for (const auto& [seq, kind] : hits) {
+      if (seq > bound) break;
+      if (seq == prev) continue;
+      prev = seq;
+      if (!f.matches_kind(kind)) continue;
+      out.seqs.push_back(seq);
+      if (out.seqs.size() == max) break;
+    }
+    if (out.seqs.size() == max) {
+      out.next = out.seqs.back() + 1;
+    } else {
+      out.next = bound == std::numeric_limits<std::uint64_t>::max() ? to_excl : bound + 1;
+    }
+    out.done = out.next >= to_excl;
+    return out;
+  }
+
+  std::uint32_t credit(const Consumer& c) const {
+    std::uint32_t total = 0;
+    for (const auto& a : c.clients) total += a.window - std::min(a.window, a.in_flight);
+    return total;
+  }
+
+  Attachment* pick_client(Consumer& c) {
+    const std::size_t n = c.clients.size();
+    for (std::size_t i = 0; i < n; ++i) {
+      Attachment& a = c.clients[(c.next_client + i) % n];
+      if (a.in_flight < a.window) {
+        c.next_client = (c.next_client + i + 1) % n;
+        return &a;
+      }
+    }
+    return nullptr;
+  }
+
+  // Sends one in-flight event to a client with room. Returns false when none has.
+  bool send(Consumer& c, std::uint64_t seq, Pending& p, TimeMs now, std::vector<Delivery>& out) {
+    Attachment* a = pick_client(c);
+    if (a == nullptr) return false;
+    auto rec = log.read(Sequence{seq});
+    KOLABUS_CHECK(rec.has_value() && rec->has_value());  // sequences come from the log
+    a->in_flight++;
+    p.client = a->client;
+    p.attempt++;
+    p.deadline = now + c.spec.ack_wait_ms;
+    if (p.first_sent == 0) p.first_sent = now;
+    c.timers.emplace_back(p.deadline, seq);
+    due_by(p.deadline);
+    out.push_back(Delivery{a->client, c.key.name, Sequence{seq}, p.attempt, std::move(**rec)});
+    return true;
+  }
+
+  void deliver(Consumer& c, TimeMs now, std::vector<Delivery>& out) {
+    // Events due again first, oldest first.
+    while (!c.due.empty()) {
+      const std::uint64_t seq = *c.due.begin();
+      auto it = c.in_flight.find(seq);
+      if (it == c.in_flight.end()) {
+        c.due.erase(c.due.begin());
+        continue;
+      }
+      if (it->second.attempt >= c.spec.max_deliver) {
+        dead_letter(c, seq,
+                    "not acknowledged after " + std::to_string(it->second.attempt) +
+                        " deliveries (max_deliver " + std::to_string(c.spec.max_deliver) + ")");
+        continue;
+      }
+      if (!send(c, seq, it->second, now, out)) return;
+      c.due.erase(c.due.begin());
+    }
+    // Then new events from the cursor, within the clients' credit.
+    while (c.has_new) {
+      const std::uint32_t room = credit(c);
+      if (room == 0) return;
+      auto scan = scan_matching(c.spec.filter, c.cursor, log.next_sequence().value,
+                                std::min<std::size_t>(room, options.read_batch));
+      if (!scan) return;  // a read error: try again on the next turn
+      for (std::uint64_t seq : scan->seqs) {
+        c.cursor = seq + 1;
+        if (c.acked_above.contains(seq)) continue;  // acknowledged before a restart
+        Pending& p = c.in_flight[seq];
+        if (!send(c, seq, p, now, out)) {
+          // Credit ran out between scan and send (cannot happen: room was counted).
+          c.due.insert(seq);
+          return;
+        }
+      }
+      c.cursor = std::max(c.cursor, scan->next);
+      if (scan->done) c.has_new = false;
+    }
+  }
+
+  void expire(TimeMs now) {
+    for (auto& [key, cp] : consumers) {
+      Consumer& c = *cp;
+      while (!c.timers.empty() && c.timers.front().first <= now) {
+        const auto [deadline, seq] = c.timers.front();
+        c.timers.pop_front();
+        auto it = c.in_flight.find(seq);
+        if (it == c.in_flight.end() || !it->second.client || it->second.deadline != deadline) {
+          continue;  // acknowledged, or delivered again since
+        }
+        release(c, it->second);
+        c.due.insert(seq);
+        work.insert(&c);
+      }
+      while (!c.delayed.empty() && c.delayed.begin()->first <= now) {
+        const std::uint64_t seq = c.delayed.begin()->second;
+        c.delayed.erase(c.delayed.begin());
+        auto it = c.in_flight.find(seq);
+        if (it != c.in_flight.end() && !it->second.client) {
+          c.due.insert(seq);
+          work.insert(&c);
+        }
+      }
+    }
+  }
+
+  void expire_clients(TimeMs now) {
+    std::vector<ClientId> silent;
+    for (const auto& [id, rec] : clients) {
+      if (now - rec.last_seen > options.client_timeout_ms) silent.push_back(id);
+    }
+    for (const auto& id : silent) detach_all(id);
+  }
+
+  std::uint64_t count_lag(const Consumer& c) const {
+    std::uint64_t n = 0;
+    std::uint64_t from = c.ack_floor + 1;
+    const std::uint64_t end = log.next_sequence().value;
+    while (from < end && n < kLagCountLimit) {
+      auto scan = scan_matching(c.spec.filter, from, end, 65536);
+      if (!scan) break;
+      for (std::uint64_t seq : scan->seqs) n += c.acked_above.contains(seq) ? 0 : 1;
+      if (scan->done) break;
+      from = scan->next;
+    }
+    return n;
+  }
+
+  // Counting the lag reads the consumer's index range: for operators, not for
+  // every Subscribe.
+  enum class Lag { kCount, kSkip };
+  ConsumerStatus status(const Consumer& c, bool created, Lag lag) const {
+    ConsumerStatus s;
+    s.owner = c.key.owner;
+    s.spec = c.spec;
+    s.ack_floor = c.ack_floor;
+    s.next_sequence = c.cursor;
+    // Delivered at least once and not acknowledged: out with a client, or due again.
+    for (const auto& [seq, p] : c.in_flight) {
+      if (p.first_sent != 0) s.pending++;
+    }
+    if (lag == Lag::kCount) s.lag = count_lag(c);
+    const TimeMs now = clock.now_ms();
+    for (const auto& [seq, p] : c.in_flight) {
+      if (p.first_sent != 0) {
+        s.oldest_unacked_age_ms = std::max(s.oldest_unacked_age_ms, now - p.first_sent);
+      }
+    }
+    s.clients = static_cast<std::uint32_t>(c.clients.size());
+    s.dead_letters = c.dead_count;
+    s.created = created;
+    return s;
+  }
+
+  std::uint64_t start_cursor(StartPolicy policy, std::uint64_t sequence, TimeMs time) const {
+    switch (policy) {
+      case StartPolicy::Earliest:
+        return 1;
+      case StartPolicy::Latest:
+        return log.next_sequence().value;
+      case StartPolicy::AtSequence:
+        // Past the end would silently skip every event published up to there.
+        return std::clamp<std::uint64_t>(sequence, 1, log.next_sequence().value);
+      case StartPolicy::AtTime:
+        return sequence_at_time(time);
+    }
+    return 1;
+  }
+
+  std::uint64_t sequence_at_time(TimeMs time) const {
+    std::uint64_t lo = 1, hi = log.next_sequence().value;
+    while (lo < hi) {
+      const std::uint64_t mid = lo + (hi - lo) / 2;
+      auto rec = log.read(Sequence{mid});
+      TimeMs t = 0;
+      if (rec && rec->has_value()) {
+        if (const auto* r = record_root(**rec)) t = r->received_at();
+      }
+      if (t < time) {
+        lo = mid + 1;
+      } else {
+        hi = mid;
+      }
+    }
+    return lo;
+  }
+
+  void reset_position(Consumer& c, std::uint64_t cursor) {
+    for (auto& a : c.clients) a.in_flight = 0;
+    c.in_flight.clear();
+    c.due.clear();
+    c.timers.clear();
+    c.delayed.clear();
+    c.acked_above.clear();
+    c.cursor = cursor;
+    c.ack_floor = cursor - 1;
+    c.has_new = true;
+    c.dirty = true;
+    work.insert(&c);
+  }
+};
+
+// ---------------------------------------------------------------------------
+
+Consumers::Consumers(storage::EventLog& log, storage::ConsumerStore& store,
+                     const schemas::RegionTable& regions, const Clock& clock,
+                     ConsumersOptions options)
+    : s_(std::make_unique<State>(log, store, regions, clock, options)) {}
+
+Consumers::~Consumers() = default;
+
+Status Consumers::load() {
+  auto all = s_->store.load_all();
+  if (!all) return unexpected(all.error());
+  for (auto& st : *all) {
+    auto spec = decode_spec(st.config);
+    if (!spec) {
+      return unexpected(Errc::kCorruption, "consumer " + st.key.owner + "/" + st.key.name +
+                                               ": stored configuration does not decode");
+    }
+    auto c = std::make_unique<Consumer>();
+    c->key = st.key;
+    c->spec = std::move(*spec);
+    c->ack_floor = st.ack_floor;
+    c->cursor = st.ack_floor + 1;
+    c->acked_above.insert(st.acked_above.begin(), st.acked_above.end());
+    auto dead = s_->store.count_dead_letters(st.key);
+    if (!dead) return unexpected(dead.error());
+    c->dead_count = *dead;
+    s_->route_add(c.get());
+    s_->consumers.emplace(st.key, std::move(c));
+  }
+  return {};
+}
+
+CommandResult<Filter> Consumers::make_filter(std::span<const std::uint8_t> kinds,
+                                             const std::vector<std::string>& regions) const {
+  Filter f;
+  for (std::uint8_t k : kinds) {
+    if (k < static_cast<std::uint8_t>(events::Payload::Birth) ||
+        k > static_cast<std::uint8_t>(events::Payload::Move)) {
+      return CommandError{ErrorCode::InvalidFilter, "filter.kinds",
+                          "filter.kinds: " + std::to_string(k) +
+                              " is not a kind a consumer can filter on (1 birth, 2 death, 3 "
+                              "move; corrections follow the kind they correct)"};
+    }
+    f.kinds.push_back(k);
+  }
+  std::sort(f.kinds.begin(), f.kinds.end());
+  f.kinds.erase(std::unique(f.kinds.begin(), f.kinds.end()), f.kinds.end());
+  std::vector<std::string> rs = regions;
+  std::sort(rs.begin(), rs.end());
+  rs.erase(std::unique(rs.begin(), rs.end()), rs.end());
+  for (const auto& r : rs) {
+    if (!storage::is_region_prefix(r) || s_->regions.find(r) == nullptr) {
+      return CommandError{ErrorCode::InvalidFilter, "filter.regions",
+                          "filter.regions: '" + r +
+                              "' is not a province, regency, district or village code in the "
+                              "Kemendagri list"};
+    }
+  }
+  // A prefix covered by a shorter one in the same filter adds nothing.
+  for (const auto& r : rs) {
+    const bool covered = std::any_of(rs.begin(), rs.end(), [&](const std::string& o) {
+      return o.size() < r.size() && r.compare(0, o.size(), o) == 0;
+    });
+    if (!covered) f.regions.push_back(r);
+  }
+  return f;
+}
+
+CommandResult<ConsumerStatus> Consumers::subscribe(const ClientId& client, std::string_view owner,
+                                                   const ConsumerSpec& spec, std::uint32_t window) {
+  auto& s = *s_;
+  if (!valid_name(spec.name)) {
+    return CommandError{
+        ErrorCode::InvalidRequest, "config.name",
+        "config.name: '" + spec.name + "' must be 1 to 64 characters of A-Z a-z 0-9 . _ -"};
+  }
+  if (window == 0 || window > s.options.max_window) {
+    return CommandError{ErrorCode::InvalidRequest, "window",
+                        "window: must be 1 to " + std::to_string(s.options.max_window)};
+  }
+  if (spec.ack_wait_ms < 100) {
+    return CommandError{ErrorCode::InvalidRequest, "config.ack_wait_ms",
+                        "config.ack_wait_ms: must be at least 100"};
+  }
+  if (spec.max_deliver == 0) {
+    return CommandError{ErrorCode::InvalidRequest, "config.max_deliver",
+                        "config.max_deliver: must be at least 1"};
+  }
+  bool created = false;
+  Consumer* c = s.find(owner, spec.name);
+  if (c != nullptr) {
+    if (c->spec.filter != spec.filter) {
+      return CommandError{ErrorCode::ConsumerMismatch, "config.filter",
+                          "config.filter: consumer '" + spec.name +
+                              "' exists with another filter; delete it or use another name"};
+    }
+    if (c->spec.ack_wait_ms != spec.ack_wait_ms || c->spec.max_deliver != spec.max_deliver) {
+      c->spec.ack_wait_ms = spec.ack_wait_ms;
+      c->spec.max_deliver = spec.max_deliver;
+      c->dirty = true;
+    }
+  } else {
+    auto fresh = std::make_unique<Consumer>();
+    fresh->key = storage::ConsumerKey{std::string(owner), spec.name};
+    fresh->spec = spec;
+    fresh->cursor = s.start_cursor(spec.start, spec.start_sequence, spec.start_time);
+    fresh->ack_floor = fresh->cursor - 1;
+    fresh->dirty = true;
+    c = fresh.get();
+    s.route_add(c);
+    s.consumers.emplace(fresh->key, std::move(fresh));
+    created = true;
+  }
+  if (auto* a = s.attachment(*c, client)) {
+    a->window = window;
+  } else {
+    c->clients.push_back(Attachment{client, window, 0});
+  }
+  auto& rec = s.clients[client];
+  rec.last_seen = s.clock.now_ms();
+  rec.consumers.insert(c);
+  s.due_by(rec.last_seen + s.options.client_timeout_ms);
+  s.work.insert(c);
+  return s.status(*c, created, State::Lag::kSkip);
+}
+
+std::optional<CommandError> Consumers::unsubscribe(const ClientId& client, std::string_view owner,
+                                                   std::string_view name) {
+  Consumer* c = s_->find(owner, name);
+  if (c == nullptr) return unknown_consumer(owner, name);
+  s_->detach(client, *c);
+  if (auto it = s_->clients.find(client); it != s_->clients.end()) {
+    it->second.consumers.erase(c);
+  }
+  return std::nullopt;
+}
+
+std::optional<CommandError> Consumers::ack(std::string_view owner, std::string_view name,
+                                           std::span<const std::uint64_t> sequences) {
+  Consumer* c = s_->find(owner, name);
+  if (c == nullptr) return unknown_consumer(owner, name);
+  for (std::uint64_t seq : sequences) {
+    auto it = c->in_flight.find(seq);
+    if (it == c->in_flight.end()) continue;  // acknowledged already, or before a seek
+    s_->release(*c, it->second);
+    if (it->second.redrive) {
+      s_->dead_removed.emplace_back(c->key, seq);
+      if (c->dead_count > 0) c->dead_count--;
+    } else {
+      c->acked_above.insert(seq);
+    }
+    c->in_flight.erase(it);
+    c->due.erase(seq);
+    c->dirty = true;
+  }
+  s_->settle(*c);
+  return std::nullopt;
+}
+
+std::optional<CommandError> Consumers::nak(std::string_view owner, std::string_view name,
+                                           std::uint64_t sequence, std::uint32_t delay_ms) {
+  Consumer* c = s_->find(owner, name);
+  if (c == nullptr) return unknown_consumer(owner, name);
+  auto it = c->in_flight.find(sequence);
+  if (it == c->in_flight.end() || !it->second.client) return std::nullopt;
+  s_->release(*c, it->second);
+  if (delay_ms == 0) {
+    c->due.insert(sequence);
+  } else {
+    c->delayed.emplace(s_->clock.now_ms() + delay_ms, sequence);
+    s_->due_by(s_->clock.now_ms() + delay_ms);
+  }
+  return std::nullopt;
+}
+
+std::optional<CommandError> Consumers::reject(std::string_view owner, std::string_view name,
+                                              std::uint64_t sequence, std::string reason) {
+  Consumer* c = s_->find(owner, name);
+  if (c == nullptr) return unknown_consumer(owner, name);
+  if (!c->in_flight.contains(sequence)) return std::nullopt;
+  s_->dead_letter(*c, sequence,
+                  "rejected by the consumer: " + (reason.empty() ? "(no reason)" : reason));
+  return std::nullopt;
+}
+
+void Consumers::touch(const ClientId& client) {
+  auto it = s_->clients.find(client);
+  if (it != s_->clients.end()) it->second.last_seen = s_->clock.now_ms();
+}
+
+std::vector<ConsumerStatus> Consumers::list() const {
+  std::vector<ConsumerStatus> out;
+  for (const auto& [key, c] : s_->consumers)
+    out.push_back(s_->status(*c, false, State::Lag::kCount));
+  return out;
+}
+
+CommandResult<ConsumerStatus> Consumers::seek(std::string_view owner, std::string_view name,
+                                              StartPolicy policy, std::uint64_t sequence,
+                                              TimeMs time) {
+  Consumer* c = s_->find(owner, name);
+  if (c == nullptr) return unknown_consumer(owner, name);
+  s_->reset_position(*c, s_->start_cursor(policy, sequence, time));
+  return s_->status(*c, false, State::Lag::kCount);
+}
+
+CommandResult<std::uint64_t> Consumers::remove(std::string_view owner, std::string_view name) {
+  Consumer* c = s_->find(owner, name);
+  if (c == nullptr) return unknown_consumer(owner, name);
+  for (auto& [id, rec] : s_->clients) rec.consumers.erase(c);
+  s_->route_remove(c);
+  s_->work.erase(c);
+  s_->erased.push_back(c->key);
+  std::erase_if(s_->dead_out, [&](const auto& d) { return d.key == c->key; });
+  std::erase_if(s_->dead_removed, [&](const auto& d) { return d.first == c->key; });
+  s_->consumers.erase(c->key);
+  return std::uint64_t{1};
+}
+
+CommandResult<RangePage> Consumers::read_range(const Filter& filter, std::uint64_t from_sequence,
+                                               TimeMs from_time, std::uint64_t to_sequence,
+                                               std::uint32_t max_events) const {
+  const std::uint64_t end = s_->log.next_sequence().value;
+  std::uint64_t from = from_sequence;
+  if (from == 0) from = from_time != 0 ? s_->sequence_at_time(from_time) : 1;
+  const std::uint64_t to_excl = to_sequence == 0 ? end : std::min(end, to_sequence + 1);
+  const std::size_t max = std::clamp<std::uint32_t>(max_events, 1, 10000);
+  auto scan = s_->scan_matching(filter, from, to_excl, max);
+  if (!scan) {
+    return CommandError{ErrorCode::StorageUnavailable, "", scan.error().to_string()};
+  }
+  RangePage page;
+  for (std::uint64_t seq : scan->seqs) {
+    auto rec = s_->log.read(Sequence{seq});
+    if (!rec || !rec->has_value()) {
+      return CommandError{ErrorCode::StorageUnavailable, "",
+                          "cannot read sequence " + std::to_string(seq)};
+    }
+    page.records.push_back(std::move(**rec));
+  }
+  page.next = scan->next;
+  page.done = scan->done;
+  return page;
+}
+
+CommandResult<std::vector<DeadLetter>> Consumers::dead_letters(std::string_view owner,
+                                                               std::string_view name,
+                                                               std::uint64_t from,
+                                                               std::uint32_t max) const {
+  std::vector<const Consumer*> which;
+  if (name.empty()) {
+    for (const auto& [key, c] : s_->consumers) {
+      if (key.owner == owner) which.push_back(c.get());
+    }
+  } else {
+    auto it = s_->consumers.find(storage::ConsumerKey{std::string(owner), std::string(name)});
+    if (it == s_->consumers.end()) return unknown_consumer(owner, name);
+    which.push_back(it->second.get());
+  }
+  std::vector<DeadLetter> out;
+  for (const Consumer* c : which) {
+    if (out.size() >= max) break;
+    auto entries = s_->store.dead_letters(c->key, from, max - out.size());
+    if (!entries) {
+      return CommandError{ErrorCode::StorageUnavailable, "", entries.error().to_string()};
+    }
+    for (auto& e : *entries) {
+      auto rec = s_->log.read(Sequence{e.sequence});
+      DeadLetter d{std::move(e), {}};
+      if (rec && rec->has_value()) d.record = std::move(**rec);
+      out.push_back(std::move(d));
+    }
+  }
+  return out;
+}
+
+CommandResult<std::uint64_t> Consumers::redrive(std::string_view owner, std::string_view name,
+                                                std::span<const std::uint64_t> sequences) {
+  Consumer* c = s_->find(owner, name);
+  if (c == nullptr) return unknown_consumer(owner, name);
+  std::vector<std::uint64_t> seqs(sequences.begin(), sequences.end());
+  if (seqs.empty()) {
+    auto all = s_->store.dead_letters(c->key, 0, SIZE_MAX);
+    if (!all) return CommandError{ErrorCode::StorageUnavailable, "", all.error().to_string()};
+    for (const auto& e : *all) seqs.push_back(e.sequence);
+  }
+  std::uint64_t n = 0;
+  for (std::uint64_t seq : seqs) {
+    auto one = s_->store.dead_letters(c->key, seq, 1);
+    if (!one || one->empty() || one->front().sequence != seq) continue;  // not a dead letter
+    if (c->in_flight.contains(seq)) continue;                            // already redriving
+    Pending& p = c->in_flight[seq];
+    p.redrive = true;
+    c->due.insert(seq);
+    ++n;
+  }
+  s_->work.insert(c);
+  return n;
+}
+
+CommandResult<std::uint64_t> Consumers::drop_dead_letters(
+    std::string_view owner, std::string_view name, std::span<const std::uint64_t> sequences) {
+  Consumer* c = s_->find(owner, name);
+  if (c == nullptr) return unknown_consumer(owner, name);
+  std::vector<std::uint64_t> seqs(sequences.begin(), sequences.end());
+  if (seqs.empty()) {
+    auto all = s_->store.dead_letters(c->key, 0, SIZE_MAX);
+    if (!all) return CommandError{ErrorCode::StorageUnavailable, "", all.error().to_string()};
+    for (const auto& e : *all) seqs.push_back(e.sequence);
+  }
+  std::uint64_t n = 0;
+  for (std::uint64_t seq : seqs) {
+    auto one = s_->store.dead_letters(c->key, seq, 1);
+    if (!one || one->empty() || one->front().sequence != seq) continue;
+    if (auto it = c->in_flight.find(seq); it != c->in_flight.end() && it->second.redrive) {
+      s_->release(*c, it->second);
+      c->in_flight.erase(it);
+      c->due.erase(seq);
+    }
+    s_->dead_removed.emplace_back(c->key, seq);
+    if (c->dead_count > 0) c->dead_count--;
+    ++n;
+  }
+  return n;
+}
+
+void Consumers::on_appended(std::span<const AppendedEvent> events) {
+  auto& s = *s_;
+  for (const auto& e : events) {
+    auto mark = [&](Consumer* c) {
+      if (!c->has_new && c->spec.filter.matches_kind(e.routing_kind)) {
+        c->has_new = true;
+      }
+      if (c->has_new && !c->clients.empty()) s.work.insert(c);
+    };
+    for (Consumer* c : s.all_regions) mark(c);
+    for (const auto& r : e.regions) {
+      for (std::size_t len : kPrefixLengths) {
+        if (r.size() < len) break;
+        auto it = s.by_prefix.find(r.substr(0, len));
+        if (it == s.by_prefix.end()) continue;
+        for (Consumer* c : it->second) mark(c);
+      }
+    }
+  }
+}
+
+std::vector<Delivery> Consumers::pump() {
+  auto& s = *s_;
+  const TimeMs now = s.clock.now_ms();
+  if (now >= s.next_due) {
+    s.expire_clients(now);
+    s.expire(now);
+    s.next_due = s.compute_next_due();
+  }
+  std::vector<Delivery> out;
+  std::vector<Consumer*> visit(s.work.begin(), s.work.end());
+  s.work.clear();
+  for (Consumer* c : visit) {
+    if (c->clients.empty()) continue;  // revisited when a client attaches
+    s.deliver(*c, now, out);
+  }
+  return out;
+}
+
+Status Consumers::flush() {
+  auto& s = *s_;
+  storage::ConsumerWrite w;
+  for (auto& [key, c] : s.consumers) {
+    if (!c->dirty) continue;
+    w.put.push_back(storage::ConsumerState{
+        key, encode_spec(c->spec), c->ack_floor,
+        std::vector<std::uint64_t>(c->acked_above.begin(), c->acked_above.end())});
+  }
+  w.erase = s.erased;
+  w.dead_letters = s.dead_out;
+  w.dead_letters_removed = s.dead_removed;
+  if (w.empty()) return {};
+  if (Status st = s.store.apply(w); !st) return st;  // kept dirty: tried again next time
+  for (auto& [key, c] : s.consumers) c->dirty = false;
+  s.erased.clear();
+  s.dead_out.clear();
+  s.dead_removed.clear();
+  return {};
+}
+
+std::optional<TimeMs> Consumers::next_deadline() const {
+  if (s_->next_due == std::numeric_limits<TimeMs>::max()) return std::nullopt;
+  return s_->next_due;
+}
+
+std::uint64_t Consumers::sequence_at_time(TimeMs time) const { return s_->sequence_at_time(time); }
+
+}  // namespace kolabus::broker

@@ -1,0 +1,481 @@
+// broker::Consumers driven without sockets: the real core publishing into a memory
+// log, a memory consumer store, a manual clock. One test per behaviour of
+// docs/PROTOCOL.md's consumer section.
+#include <map>
+#include <set>
+
+#include <doctest/doctest.h>
+
+#include "test_events.h"
+#include <broker/consumers.h>
+#include <broker/core.h>
+#include <schemas/log_generated.h>
+#include <storage/memory_consumer_store.h>
+#include <storage/memory_event_log.h>
+
+using namespace kolabus;
+using broker::ClientId;
+using protocol::ErrorCode;
+using protocol::StartPolicy;
+
+namespace {
+
+constexpr TimeMs kNow = 1795000000000;  // 2026-11-17
+constexpr TimeMs kDay = 24LL * 3600 * 1000;
+constexpr std::uint8_t kBirth = 1, kDeath = 2, kMove = 3;
+
+struct Bus {
+  storage::MemoryEventLog log;
+  storage::MemoryConsumerStore store;
+  ManualClock clock{kNow};
+  broker::Core core{log, schemas::RegionTable::embedded(), clock};
+  std::unique_ptr<broker::Consumers> consumers = fresh_consumers();
+
+  std::unique_ptr<broker::Consumers> fresh_consumers() {
+    auto c = std::make_unique<broker::Consumers>(log, store, schemas::RegionTable::embedded(),
+                                                 clock, broker::ConsumersOptions{});
+    REQUIRE(c->load().has_value());
+    return c;
+  }
+
+  std::vector<std::uint64_t> publish(const std::vector<std::vector<std::uint8_t>>& evs) {
+    std::vector<broker::PublishRequest> reqs;
+    for (const auto& e : evs) reqs.push_back({e, "disdukcapil"});
+    const auto out = core.publish_batch(reqs);
+    consumers->on_appended(core.last_appended());
+    std::vector<std::uint64_t> seqs;
+    for (const auto& o : out) {
+      REQUIRE(o.acked());
+      seqs.push_back(std::get<broker::Ack>(o.result).sequence.value);
+    }
+    return seqs;
+  }
+
+  broker::ConsumerStatus subscribe(const std::string& client, const std::string& name,
+                                   std::vector<std::uint8_t> kinds,
+                                   std::vector<std::string> regions, std::uint32_t window = 100,
+                                   std::uint32_t ack_wait_ms = 30000, std::uint32_t max_deliver = 5,
+                                   StartPolicy start = StartPolicy::Earliest,
+                                   std::uint64_t start_seq = 0, TimeMs start_time = 0) {
+    auto f = consumers->make_filter(kinds, regions);
+    REQUIRE(std::holds_alternative<broker::Filter>(f));
+    broker::ConsumerSpec spec{
+        name, std::get<broker::Filter>(f), start, start_seq, start_time, ack_wait_ms, max_deliver};
+    auto r = consumers->subscribe(ClientId{client}, "dinkes", spec, window);
+    REQUIRE(std::holds_alternative<broker::ConsumerStatus>(r));
+    return std::get<broker::ConsumerStatus>(r);
+  }
+
+  // Pumps and groups what is due by consumer: consumer -> [(seq, attempt, client)].
+  struct Got {
+    std::uint64_t seq;
+    std::uint32_t attempt;
+    std::string client;
+  };
+  std::map<std::string, std::vector<Got>> pump() {
+    std::map<std::string, std::vector<Got>> out;
+    for (auto& d : consumers->pump()) {
+      out[d.consumer].push_back({d.sequence.value, d.attempt, d.client.bytes});
+    }
+    return out;
+  }
+
+  void ack(const std::string& consumer, std::vector<std::uint64_t> seqs) {
+    REQUIRE_FALSE(consumers->ack("dinkes", consumer, seqs).has_value());
+  }
+
+  const broker::ConsumerStatus status(const std::string& name) {
+    for (auto& s : consumers->list()) {
+      if (s.spec.name == name) return s;
+    }
+    FAIL("no consumer " << name);
+    return {};
+  }
+};
+
+std::vector<std::uint64_t> seqs(const std::vector<Bus::Got>& got) {
+  std::vector<std::uint64_t> out;
+  for (const auto& g : got) out.push_back(g.seq);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE(
+    "Consumers: a filter is kinds x region prefixes at every level; a move matches at "
+    "either end") {
+  Bus bus;
+  const TimeMs t = kNow - 10 * kDay;
+  // Medan Kota (127101): Pasar Baru 1001, Pusat Pasar 1002. Medan Sunggal (127102):
+  // Lalang 1001, Sei Sikambing B 1002. Deli Serdang (1207): Lubuk Pakam I,II.
+  // Jakarta (31): Pulau Panggang.
+  const auto seq = bus.publish({
+      test::make_birth("1271011001", t),                                                   // 1
+      test::make_death("1271021001", t),                                                   // 2
+      test::make_move("1271011002", "1271021002", events::MoveType::BetweenKecamatan, t),  // 3
+      test::make_move("1271011001", "1207281007", events::MoveType::BetweenCities,
+                      t),                 // 4
+      test::make_birth("3101011001", t),  // 5
+  });
+  REQUIRE(seq == std::vector<std::uint64_t>{1, 2, 3, 4, 5});
+
+  struct Row {
+    const char* name;
+    std::vector<std::uint8_t> kinds;
+    std::vector<std::string> regions;
+    std::vector<std::uint64_t> expected;
+  };
+  const std::vector<Row> table = {
+      {"province-12", {}, {"12"}, {1, 2, 3, 4}},
+      {"medan", {}, {"1271"}, {1, 2, 3, 4}},
+      {"kec-medan-kota", {}, {"127101"}, {1, 3, 4}},
+      {"kel-pasar-baru", {}, {"1271011001"}, {1, 4}},
+      {"kel-sei-sikambing-b", {}, {"1271021002"}, {3}},  // a move's destination
+      {"kel-pusat-pasar", {}, {"1271011002"}, {3}},      // a move's origin
+      {"deli-serdang", {}, {"1207"}, {4}},               // the other end, outside Medan
+      {"jakarta", {}, {"31"}, {5}},
+      {"births-medan", {kBirth}, {"1271"}, {1}},
+      {"deaths-medan", {kDeath}, {"1271"}, {2}},
+      {"moves-medan", {kMove}, {"1271"}, {3, 4}},
+      {"deaths-moves-sunggal", {kDeath, kMove}, {"127102"}, {2, 3}},
+      {"births-everywhere", {kBirth}, {}, {1, 5}},
+      {"everything", {}, {}, {1, 2, 3, 4, 5}},
+      {"two-kelurahan", {}, {"1271011001", "1271021001"}, {1, 2, 4}},
+      {"overlapping-prefixes", {}, {"1271", "127101", "1271011001"}, {1, 2, 3, 4}},
+  };
+  for (const auto& row : table)
+    bus.subscribe("client-" + std::string(row.name), row.name, row.kinds, row.regions);
+  auto got = bus.pump();
+  for (const auto& row : table) {
+    CAPTURE(row.name);
+    CHECK(seqs(got[row.name]) == row.expected);
+  }
+
+  SUBCASE("live: new events reach exactly the consumers they match") {
+    for (const auto& row : table) {
+      std::vector<std::uint64_t> all = seqs(got[row.name]);
+      bus.ack(row.name, all);
+    }
+    bus.publish({test::make_death("1271011001", t)});  // 6
+    got = bus.pump();
+    std::set<std::string> reached;
+    for (const auto& [name, list] : got) {
+      REQUIRE(list.size() == 1);
+      CHECK(list[0].seq == 6);
+      reached.insert(name);
+    }
+    CHECK(reached == std::set<std::string>{"province-12", "medan", "kec-medan-kota",
+                                           "kel-pasar-baru", "deaths-medan", "everything",
+                                           "two-kelurahan", "overlapping-prefixes"});
+  }
+  SUBCASE("a correction follows the kind of the event it corrects") {
+    const EventId birth_id = [&] {
+      auto rec = bus.log.read(Sequence{1});
+      const auto* lr = flatbuffers::GetRoot<kolabus::log::LogRecord>((*rec)->data());
+      const auto* ev = flatbuffers::GetRoot<events::Event>(lr->event()->data());
+      return EventId::from_span(std::span<const std::uint8_t, 16>(ev->id()->bytes()->data(), 16));
+    }();
+    for (const auto& row : table) bus.ack(row.name, seqs(got[row.name]));
+    bus.publish({test::make_void(birth_id, {"1271011001"}, t)});  // 6
+    got = bus.pump();
+    CHECK(seqs(got["births-medan"]) == std::vector<std::uint64_t>{6});
+    CHECK(got["deaths-medan"].empty());
+    CHECK(seqs(got["kel-pasar-baru"]) == std::vector<std::uint64_t>{6});
+  }
+}
+
+TEST_CASE("Consumers: filters are checked") {
+  Bus bus;
+  SUBCASE("a region that does not exist") {
+    auto f = bus.consumers->make_filter({}, {"1271019999"});
+    REQUIRE(std::holds_alternative<broker::CommandError>(f));
+    CHECK(std::get<broker::CommandError>(f).code == ErrorCode::InvalidFilter);
+  }
+  SUBCASE("a prefix that is not a level") {
+    auto f = bus.consumers->make_filter({}, {"127"});
+    REQUIRE(std::holds_alternative<broker::CommandError>(f));
+  }
+  SUBCASE("an unknown kind") {
+    const std::vector<std::uint8_t> kinds{9};
+    auto f = bus.consumers->make_filter(kinds, {});
+    REQUIRE(std::holds_alternative<broker::CommandError>(f));
+    CHECK(std::get<broker::CommandError>(f).field == "filter.kinds");
+  }
+  SUBCASE("the same name with another filter: ConsumerMismatch") {
+    bus.subscribe("a", "kel", {}, {"1271011001"});
+    auto f = bus.consumers->make_filter({}, {"1271011002"});
+    broker::ConsumerSpec spec{"kel", std::get<broker::Filter>(f)};
+    auto r = bus.consumers->subscribe(ClientId{"b"}, "dinkes", spec, 10);
+    REQUIRE(std::holds_alternative<broker::CommandError>(r));
+    CHECK(std::get<broker::CommandError>(r).code == ErrorCode::ConsumerMismatch);
+  }
+}
+
+TEST_CASE("Consumers: deliveries come in sequence order within the window") {
+  Bus bus;
+  std::vector<std::vector<std::uint8_t>> evs;
+  for (int i = 0; i < 20; ++i) evs.push_back(test::make_birth("1271011001", kNow - kDay));
+  bus.publish(evs);
+  bus.subscribe("c1", "kel", {}, {"1271011001"}, /*window=*/3);
+  auto got = bus.pump();
+  CHECK(seqs(got["kel"]) == std::vector<std::uint64_t>{1, 2, 3});
+  CHECK(bus.pump().empty());  // no credit left: nothing more
+  bus.publish({test::make_birth("1271011001", kNow - kDay)});
+  CHECK(bus.pump().empty());  // a new event does not exceed the window either
+  bus.ack("kel", {2});
+  got = bus.pump();
+  CHECK(seqs(got["kel"]) == std::vector<std::uint64_t>{4});  // one freed, one sent
+  bus.ack("kel", {1, 3, 4});
+  got = bus.pump();
+  CHECK(seqs(got["kel"]) == std::vector<std::uint64_t>{5, 6, 7});
+  CHECK(bus.status("kel").ack_floor == 4);
+  CHECK(bus.status("kel").pending == 3);
+}
+
+TEST_CASE("Consumers: unacknowledged events come again after ack_wait, then go to dead letters") {
+  Bus bus;
+  bus.publish(
+      {test::make_birth("1271011001", kNow - kDay), test::make_birth("1271011001", kNow - kDay)});
+  bus.subscribe("c1", "kel", {}, {"1271011001"}, 10, /*ack_wait_ms=*/1000, /*max_deliver=*/3);
+  auto got = bus.pump();
+  REQUIRE(got["kel"].size() == 2);
+  CHECK(got["kel"][0].attempt == 1);
+  bus.ack("kel", {2});
+
+  bus.clock.advance(999);
+  CHECK(bus.pump().empty());  // not yet
+  bus.clock.advance(2);
+  got = bus.pump();
+  REQUIRE(got["kel"].size() == 1);
+  CHECK(got["kel"][0].seq == 1);
+  CHECK(got["kel"][0].attempt == 2);
+
+  bus.clock.advance(1001);
+  got = bus.pump();
+  CHECK(got["kel"][0].attempt == 3);
+
+  bus.clock.advance(1001);
+  CHECK(bus.pump().empty());  // attempt 3 was the last: dead letter
+  const auto st = bus.status("kel");
+  CHECK(st.dead_letters == 1);
+  CHECK(st.ack_floor == 2);  // the consumer moved on
+  CHECK(st.pending == 0);
+  REQUIRE(bus.consumers->flush().has_value());
+  auto dead = bus.consumers->dead_letters("dinkes", "kel", 0, 10);
+  REQUIRE(std::holds_alternative<std::vector<broker::DeadLetter>>(dead));
+  const auto& list = std::get<std::vector<broker::DeadLetter>>(dead);
+  REQUIRE(list.size() == 1);
+  CHECK(list[0].entry.sequence == 1);
+  CHECK(list[0].entry.attempts == 3);
+  CHECK(list[0].entry.reason.find("max_deliver 3") != std::string::npos);
+  CHECK_FALSE(list[0].record.empty());
+
+  SUBCASE("redrive: delivered again, and an ACK clears the dead letter") {
+    auto n = bus.consumers->redrive("dinkes", "kel", {});
+    CHECK(std::get<std::uint64_t>(n) == 1);
+    got = bus.pump();
+    REQUIRE(got["kel"].size() == 1);
+    CHECK(got["kel"][0].seq == 1);
+    CHECK(got["kel"][0].attempt == 1);
+    bus.ack("kel", {1});
+    REQUIRE(bus.consumers->flush().has_value());
+    CHECK(bus.status("kel").dead_letters == 0);
+    auto after = bus.consumers->dead_letters("dinkes", "kel", 0, 10);
+    CHECK(std::get<std::vector<broker::DeadLetter>>(after).empty());
+    CHECK(bus.status("kel").ack_floor == 2);  // a redrive never moves the position back
+  }
+  SUBCASE("drop: gone") {
+    const std::vector<std::uint64_t> one{1};
+    CHECK(std::get<std::uint64_t>(bus.consumers->drop_dead_letters("dinkes", "kel", one)) == 1);
+    REQUIRE(bus.consumers->flush().has_value());
+    CHECK(std::get<std::vector<broker::DeadLetter>>(
+              bus.consumers->dead_letters("dinkes", "kel", 0, 10))
+              .empty());
+  }
+}
+
+TEST_CASE("Consumers: NAK means later, REJECT means dead letter now") {
+  Bus bus;
+  bus.publish(
+      {test::make_birth("1271011001", kNow - kDay), test::make_birth("1271011001", kNow - kDay)});
+  bus.subscribe("c1", "kel", {}, {"1271011001"});
+  auto got = bus.pump();
+  REQUIRE(got["kel"].size() == 2);
+
+  CHECK_FALSE(bus.consumers->nak("dinkes", "kel", 1, 500).has_value());
+  CHECK_FALSE(bus.consumers->reject("dinkes", "kel", 2, "no such person in our system"));
+  CHECK(bus.pump().empty());
+  bus.clock.advance(501);
+  got = bus.pump();
+  REQUIRE(got["kel"].size() == 1);
+  CHECK(got["kel"][0].seq == 1);
+  CHECK(got["kel"][0].attempt == 2);
+
+  REQUIRE(bus.consumers->flush().has_value());
+  auto dead = std::get<std::vector<broker::DeadLetter>>(
+      bus.consumers->dead_letters("dinkes", "kel", 0, 10));
+  REQUIRE(dead.size() == 1);
+  CHECK(dead[0].entry.sequence == 2);
+  CHECK(dead[0].entry.attempts == 1);
+  CHECK(dead[0].entry.reason.find("no such person") != std::string::npos);
+}
+
+TEST_CASE(
+    "Consumers: clients of one consumer share its work; a silent one's events go to the "
+    "others") {
+  Bus bus;
+  std::vector<std::vector<std::uint8_t>> evs;
+  for (int i = 0; i < 10; ++i) evs.push_back(test::make_death("1271021001", kNow - kDay));
+  bus.publish(evs);
+  bus.subscribe("worker-a", "dinsos", {kDeath}, {"1271"}, 4);
+  bus.subscribe("worker-b", "dinsos", {kDeath}, {"1271"}, 4);
+  auto got = bus.pump();
+  std::map<std::string, std::vector<std::uint64_t>> by_client;
+  for (const auto& g : got["dinsos"]) by_client[g.client].push_back(g.seq);
+  CHECK(by_client["worker-a"].size() == 4);
+  CHECK(by_client["worker-b"].size() == 4);
+  std::set<std::uint64_t> all;
+  for (auto& [c, s] : by_client) all.insert(s.begin(), s.end());
+  CHECK(all.size() == 8);  // each event to one of them
+
+  // worker-a goes silent; worker-b keeps talking and acknowledging.
+  bus.ack("dinsos", by_client["worker-b"]);
+  bus.clock.advance(10000);
+  bus.consumers->touch(ClientId{"worker-b"});
+  got = bus.pump();
+  bus.clock.advance(6000);  // past client_timeout (15 s) for worker-a only
+  bus.consumers->touch(ClientId{"worker-b"});
+  for (const auto& g : got["dinsos"]) bus.ack("dinsos", {g.seq});
+  got = bus.pump();
+  std::set<std::uint64_t> taken_over;
+  for (const auto& g : got["dinsos"]) {
+    CHECK(g.client == "worker-b");
+    taken_over.insert(g.seq);
+  }
+  for (std::uint64_t s : by_client["worker-a"]) CHECK(taken_over.contains(s));
+}
+
+TEST_CASE("Consumers: a restart resumes from the stored position") {
+  Bus bus;
+  std::vector<std::vector<std::uint8_t>> evs;
+  for (int i = 0; i < 6; ++i) evs.push_back(test::make_birth("1271011001", kNow - kDay));
+  bus.publish(evs);
+  bus.subscribe("c1", "kel", {}, {"1271011001"});
+  REQUIRE(bus.pump()["kel"].size() == 6);
+  bus.ack("kel", {1, 2, 4});  // 3 is still out: floor 2, 4 acknowledged above it
+  REQUIRE(bus.consumers->flush().has_value());
+
+  bus.consumers = bus.fresh_consumers();  // the broker restarts
+  bus.subscribe("c1", "kel", {}, {"1271011001"});
+  auto got = bus.pump();
+  CHECK(seqs(got["kel"]) == std::vector<std::uint64_t>{3, 5, 6});  // 4 is not redelivered
+}
+
+TEST_CASE("Consumers: replay moves a consumer back by sequence or by time") {
+  Bus bus;
+  bus.publish({test::make_birth("1271011001", kNow - kDay)});  // received at kNow
+  bus.clock.advance(60000);
+  bus.publish({test::make_birth("1271011001", kNow - kDay)});  // at kNow + 1 min
+  bus.clock.advance(60000);
+  bus.publish({test::make_birth("1271011001", kNow - kDay)});  // at kNow + 2 min
+  bus.subscribe("c1", "kel", {}, {"1271011001"});
+  bus.ack("kel", seqs(bus.pump()["kel"]));
+  CHECK(bus.status("kel").ack_floor == 3);
+
+  SUBCASE("to a sequence") {
+    auto r = bus.consumers->seek("dinkes", "kel", StartPolicy::AtSequence, 2, 0);
+    REQUIRE(std::holds_alternative<broker::ConsumerStatus>(r));
+    CHECK(seqs(bus.pump()["kel"]) == std::vector<std::uint64_t>{2, 3});
+  }
+  SUBCASE("past the end of the log: to the end, never beyond") {
+    auto r = bus.consumers->seek("dinkes", "kel", StartPolicy::AtSequence, 99999, 0);
+    CHECK(std::get<broker::ConsumerStatus>(r).next_sequence == 4);
+    bus.publish({test::make_birth("1271011001", kNow - kDay)});
+    CHECK(seqs(bus.pump()["kel"]) == std::vector<std::uint64_t>{4});  // nothing skipped
+  }
+  SUBCASE("to a time") {
+    bus.consumers->seek("dinkes", "kel", StartPolicy::AtTime, 0, kNow + 30000);
+    CHECK(seqs(bus.pump()["kel"]) == std::vector<std::uint64_t>{2, 3});
+  }
+  SUBCASE("a new consumer starting at a time, or at the latest") {
+    bus.subscribe("c2", "from-time", {}, {"1271"}, 100, 30000, 5, StartPolicy::AtTime, 0,
+                  kNow + 120000);
+    bus.subscribe("c3", "latest", {}, {"1271"}, 100, 30000, 5, StartPolicy::Latest);
+    auto got = bus.pump();
+    CHECK(seqs(got["from-time"]) == std::vector<std::uint64_t>{3});
+    CHECK(got["latest"].empty());
+  }
+}
+
+TEST_CASE("Consumers: a one-off range is read page by page with a filter") {
+  Bus bus;
+  std::vector<std::vector<std::uint8_t>> evs;
+  for (int i = 0; i < 30; ++i) {
+    evs.push_back(i % 3 == 0 ? test::make_death("1271021001", kNow - kDay)
+                             : test::make_birth("1271011001", kNow - kDay));
+  }
+  bus.publish(evs);
+  auto f = std::get<broker::Filter>(bus.consumers->make_filter({}, {"127102"}));
+  std::vector<std::uint64_t> read;
+  std::uint64_t from = 1;
+  for (int page = 0; page < 20; ++page) {
+    auto r = bus.consumers->read_range(f, from, 0, 0, 4);
+    REQUIRE(std::holds_alternative<broker::RangePage>(r));
+    const auto& p = std::get<broker::RangePage>(r);
+    CHECK(p.records.size() <= 4);
+    for (const auto& rec : p.records) {
+      read.push_back(flatbuffers::GetRoot<kolabus::log::LogRecord>(rec.data())->sequence());
+    }
+    if (p.done) break;
+    from = p.next;
+  }
+  std::vector<std::uint64_t> expected;
+  for (std::uint64_t s = 1; s <= 30; s += 3) expected.push_back(s);
+  CHECK(read == expected);
+}
+
+TEST_CASE("Consumers: a stalled consumer holds back nobody else") {
+  Bus bus;
+  bus.subscribe("stuck", "stalled", {}, {"1271"}, 1);
+  bus.subscribe("ok", "healthy", {}, {"1271"}, 1000);
+  std::uint64_t healthy = 0;
+  for (int round = 0; round < 10; ++round) {
+    std::vector<std::vector<std::uint8_t>> evs;
+    for (int i = 0; i < 50; ++i) evs.push_back(test::make_birth("1271011001", kNow - kDay));
+    CHECK(bus.publish(evs).size() == 50);  // the publisher is never refused or held
+    auto got = bus.pump();
+    healthy += got["healthy"].size();
+    bus.ack("healthy", seqs(got["healthy"]));
+  }
+  CHECK(healthy == 500);
+  CHECK(bus.status("stalled").pending == 1);
+  CHECK(bus.status("stalled").lag == 500);
+}
+
+TEST_CASE("Consumers: an event's routing touches only the consumers it matches") {
+  // 2,000 consumers over Medan's 151 kelurahan (about 13 each, like its
+  // kepala lingkungan), plus kecamatan and city-wide ones.
+  Bus bus;
+  const auto& regions = schemas::RegionTable::embedded();
+  std::vector<std::string> kelurahan;
+  for (const auto* d : regions.children("1271")) {
+    for (const auto* v : regions.children(d->code)) kelurahan.emplace_back(v->code);
+  }
+  REQUIRE(kelurahan.size() == 151);
+  for (int i = 0; i < 2000; ++i) {
+    const auto& k = kelurahan[i % kelurahan.size()];
+    bus.subscribe("ling-" + std::to_string(i), "ling-" + std::to_string(i), {}, {k});
+  }
+  bus.pump();
+  bus.publish({test::make_birth(kelurahan[7], kNow - kDay)});
+  const auto got = bus.pump();
+  std::size_t deliveries = 0;
+  for (const auto& [name, list] : got) deliveries += list.size();
+  // 2000 / 151: 13 or 14 consumers share each kelurahan.
+  CHECK(deliveries >= 13);
+  CHECK(deliveries <= 14);
+  for (const auto& [name, list] : got) {
+    const int i = std::stoi(name.substr(5));
+    CHECK(kelurahan[i % kelurahan.size()] == kelurahan[7]);
+  }
+}
