@@ -13,9 +13,14 @@ enum Exit : int {
   kUsage = 2,        // bad arguments or unreadable input file
   kUnavailable = 3,  // the broker did not answer in time; events stay queued
   kInternal = 4,
+  kNotFound = 5,  // the named consumer or dead letter does not exist
 };
 
 void add_publish(CLI::App& app, int& exit_code);
 void add_gen(CLI::App& app, int& exit_code);
+void add_consumers(CLI::App& app, int& exit_code);
+void add_replay(CLI::App& app, int& exit_code);
+void add_dlq(CLI::App& app, int& exit_code);
+void add_tail(CLI::App& app, int& exit_code);
 
 }  // namespace kolabus::cli

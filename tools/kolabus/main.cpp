@@ -6,13 +6,17 @@
 int main(int argc, char** argv) {
   CLI::App app{
       "kolabus: publish, inspect and operate the kolabus population-event bus.\n"
-      "Exit status: 0 ok, 1 some input refused, 2 usage error, 3 broker unavailable, "
-      "4 internal error."};
+      "Exit status: 0 ok, 1 some input or command refused, 2 usage error, 3 broker "
+      "unavailable, 4 internal error, 5 no such consumer or dead letter."};
   app.set_version_flag("--version", KOLABUS_VERSION);
   app.require_subcommand(1);
   int exit_code = kolabus::cli::kOk;
   kolabus::cli::add_publish(app, exit_code);
   kolabus::cli::add_gen(app, exit_code);
+  kolabus::cli::add_consumers(app, exit_code);
+  kolabus::cli::add_replay(app, exit_code);
+  kolabus::cli::add_dlq(app, exit_code);
+  kolabus::cli::add_tail(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
