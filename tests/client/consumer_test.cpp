@@ -734,7 +734,7 @@ TEST_CASE("Consumer: subscribes again when the broker says NotSubscribed") {
   REQUIRE(wait_until([&] { return fb.acked().count(2) == 1; }, 5s));
 }
 
-TEST_CASE("Consumer: close unsubscribes; poll after close is an error") {
+TEST_CASE("Consumer: close unsubscribes, and poll after close is an error") {
   test::TempDir dir("consumer");
   FakeBroker fb;
   auto c = open_consumer(options_for(fb, dir));

@@ -52,6 +52,7 @@ struct Publisher::Impl {
   mutable std::mutex mu;  // guards stats and the drained condition
   std::condition_variable changed;
   PublisherStats stats;
+  bool reporting = false;  // outcomes of a drained batch are being reported
 
   // ---- sender thread only ----
   zmq::context_t context{1};
@@ -246,6 +247,10 @@ struct Publisher::Impl {
       }
       if (items[0].revents & ZMQ_POLLOUT) send_due();
       if (items[0].revents & ZMQ_POLLIN) {
+        {
+          std::lock_guard lock(mu);
+          reporting = true;  // wait_drained() waits for the callbacks too
+        }
         std::vector<std::uint64_t> removed;
         std::vector<Outcome> outcomes;
         zmq::message_t msg;
@@ -272,6 +277,10 @@ struct Publisher::Impl {
         }
         if (on_outcome) {
           for (const auto& o : outcomes) on_outcome(o);
+        }
+        {
+          std::lock_guard lock(mu);
+          reporting = false;
         }
         if (!outcomes.empty()) changed.notify_all();
         if (has_unsent() && !resend_needed) send_due();
@@ -346,8 +355,8 @@ Result<std::vector<std::uint64_t>> Publisher::publish_batch(
 
 bool Publisher::wait_drained(std::chrono::milliseconds timeout) {
   std::unique_lock lock(impl_->mu);
-  return impl_->changed.wait_for(lock, timeout,
-                                 [&] { return impl_->outbox->pending_count() == 0; });
+  return impl_->changed.wait_for(
+      lock, timeout, [&] { return impl_->outbox->pending_count() == 0 && !impl_->reporting; });
 }
 
 Result<std::vector<storage::RefusedEntry>> Publisher::refused(std::size_t max) const {
