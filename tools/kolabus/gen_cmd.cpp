@@ -16,6 +16,8 @@ void add_gen(CLI::App& app, int& exit_code) {
     std::string city = "1271";
     std::string kind = "mixed";
     TimeMs now = 0;
+    std::string focus;
+    double focus_share = 0.5;
   };
   auto args = std::make_shared<Args>();  // shared: the callback outlives this scope
   auto* cmd = app.add_subcommand(
@@ -31,6 +33,12 @@ void add_gen(CLI::App& app, int& exit_code) {
       ->check(CLI::IsMember({"mixed", "birth", "death", "move"}))
       ->capture_default_str();
   cmd->add_option("--now", args->now, "reference time, UTC ms (default: the clock)");
+  cmd->add_option("--focus", args->focus,
+                  "put about --focus-share of the city's events under this kecamatan or "
+                  "kelurahan code");
+  cmd->add_option("--focus-share", args->focus_share, "share of events in --focus")
+      ->check(CLI::Range(0.0, 1.0))
+      ->capture_default_str();
   cmd->callback([args, &exit_code] {
     const auto& regions = schemas::RegionTable::embedded();
     const auto* city = regions.find(args->city);
@@ -45,8 +53,15 @@ void add_gen(CLI::App& app, int& exit_code) {
       exit_code = kInternal;
       return;
     }
+    if (!args->focus.empty() && args->focus.compare(0, args->city.size(), args->city) != 0) {
+      std::cerr << "kolabus gen: --focus " << args->focus << " is not inside " << args->city
+                << "\n";
+      exit_code = kUsage;
+      return;
+    }
     tools::EventGenerator gen(
-        regions, {args->seed, args->city, args->now != 0 ? args->now : SystemClock().now_ms()});
+        regions, {args->seed, args->city, args->now != 0 ? args->now : SystemClock().now_ms(),
+                  args->focus, args->focus_share});
     for (std::uint64_t i = 0; i < args->count; ++i) {
       const auto bytes = args->kind == "birth"   ? gen.make(tools::GenKind::kBirth)
                          : args->kind == "death" ? gen.make(tools::GenKind::kDeath)

@@ -49,6 +49,11 @@ EventGenerator::EventGenerator(const schemas::RegionTable& regions, GeneratorOpt
     }
   }
   KOLABUS_CHECK(!city_villages_.empty());
+  for (const auto& v : city_villages_) {
+    if (!options_.focus.empty() && v.compare(0, options_.focus.size(), options_.focus) == 0) {
+      focus_villages_.push_back(v);
+    }
+  }
   const std::string province = options_.city.substr(0, 2);
   for (const auto* regency : regions_.children(province)) {
     if (regency->code != options_.city) province_regencies_.emplace_back(regency->code);
@@ -80,8 +85,12 @@ TimeMs EventGenerator::duration(TimeMs min_ms, TimeMs max_ms) {
 }
 
 std::string EventGenerator::village_in_city() {
-  std::uniform_int_distribution<std::size_t> d(0, city_villages_.size() - 1);
-  return city_villages_[d(rng_)];
+  const auto& pool = !focus_villages_.empty() && std::uniform_real_distribution<double>(
+                                                     0, 1)(rng_) < options_.focus_share
+                         ? focus_villages_
+                         : city_villages_;
+  std::uniform_int_distribution<std::size_t> d(0, pool.size() - 1);
+  return pool[d(rng_)];
 }
 
 std::string EventGenerator::village_outside_city(bool same_province) {

@@ -22,9 +22,22 @@
 namespace kolabus::tools {
 
 struct GeneratorOptions {
+  GeneratorOptions() = default;
+  GeneratorOptions(std::uint64_t seed_, std::string city_, TimeMs now_ms_, std::string focus_ = {},
+                   double focus_share_ = 0)
+      : seed(seed_),
+        city(std::move(city_)),
+        now_ms(now_ms_),
+        focus(std::move(focus_)),
+        focus_share(focus_share_) {}
+
   std::uint64_t seed = 1;
   std::string city = "1271";  // a regency/city code: Kota Medan
   TimeMs now_ms = 0;          // REQUIRED: events happen in the 30 days before this
+  // Optional: put about `focus_share` of the events' city villages under this
+  // prefix (a kecamatan or kelurahan of the city), so a demo office gets enough.
+  std::string focus;
+  double focus_share = 0;
 };
 
 enum class GenKind { kBirth, kDeath, kMove };
@@ -56,6 +69,7 @@ class EventGenerator {
   GeneratorOptions options_;
   std::mt19937_64 rng_;
   std::vector<std::string> city_villages_;
+  std::vector<std::string> focus_villages_;
   std::vector<std::string> province_regencies_;  // other regencies of the city's province
   std::vector<std::string> other_provinces_;
   std::uint64_t counter_ = 0;
