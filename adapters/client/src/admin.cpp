@@ -1,9 +1,11 @@
 #include <cerrno>
+#include <optional>
 #include <string_view>
 
 #include <flatbuffers/flatbuffers.h>
 #include <zmq.hpp>
 
+#include "monitor.h"
 #include <client/admin.h>
 #include <schemas/protocol_generated.h>
 
@@ -85,10 +87,49 @@ Error nack_error(const protocol::Nack& nack) {
 struct AdminClient::Impl {
   std::string endpoint;
   std::chrono::milliseconds timeout{};
+  CurveOptions curve;
   zmq::context_t context{1};
-  zmq::socket_t socket{context, zmq::socket_type::dealer};
+  std::unique_ptr<zmq::socket_t> socket;
+  std::unique_ptr<detail::SocketMonitor> monitor;  // `socket`'s handshake events
+  detail::HandshakeWatch handshake;
+  // The last handshake was refused. ZeroMQ does not retry after a ZAP refusal, so
+  // the next call opens a fresh socket (the registry may have been fixed meanwhile).
+  bool refused = false;
   std::uint64_t next_corr = 1;
   zmq::message_t reply;  // the last answer; exchange()'s result points into it
+
+  ~Impl() {
+    monitor.reset();  // before its socket
+    socket.reset();
+  }
+
+  // Throws zmq::error_t (an endpoint ZeroMQ cannot parse).
+  void open_socket() {
+    monitor.reset();
+    socket.reset();
+    socket = std::make_unique<zmq::socket_t>(context, zmq::socket_type::dealer);
+    socket->set(zmq::sockopt::linger, 0);
+    // A send blocks only while the queue to a never-connected broker is full;
+    // bound it by the same timeout as the answer.
+    socket->set(zmq::sockopt::sndtimeo, static_cast<int>(timeout.count()));
+    socket->set(zmq::sockopt::reconnect_ivl, 100);
+    apply_curve(*socket, curve);
+    monitor =
+        std::make_unique<detail::SocketMonitor>(context, *socket, detail::kHandshakeEvents, this);
+    refused = false;
+    socket->connect(endpoint);
+  }
+
+  // A settled handshake failure among the monitor's events, if any.
+  std::optional<Error> handshake_failure() {
+    std::optional<Error> out;
+    for (const auto& e : monitor->drain()) {
+      if (auto f = handshake.on_event(e)) out = std::move(f);
+      if (e.event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) out.reset();
+    }
+    if (out) refused = true;
+    return out;
+  }
 
   Error timeout_error() const {
     return Error{Errc::kUnavailable, "broker at " + endpoint + " did not answer within " +
@@ -104,8 +145,12 @@ struct AdminClient::Impl {
     fbb.Finish(protocol::CreateRequest(fbb, 1, corr, type, command), protocol::RequestIdentifier());
     const auto deadline = SteadyClock::now() + timeout;
     try {
-      if (!socket.send(zmq::const_buffer(fbb.GetBufferPointer(), fbb.GetSize()),
-                       zmq::send_flags::none)) {
+      if (refused) open_socket();
+      // Refused before this call (the handshake runs as soon as we connect): say so
+      // now rather than after the timeout. The socket will not try again by itself.
+      if (auto f = handshake_failure()) return unexpected(std::move(*f));
+      if (!socket->send(zmq::const_buffer(fbb.GetBufferPointer(), fbb.GetSize()),
+                        zmq::send_flags::none)) {
         return unexpected(timeout_error());
       }
       for (;;) {
@@ -113,15 +158,19 @@ struct AdminClient::Impl {
         const auto left =
             std::chrono::ceil<std::chrono::milliseconds>(deadline - SteadyClock::now());
         if (left.count() <= 0) return unexpected(timeout_error());
-        zmq::pollitem_t items[] = {{socket.handle(), 0, ZMQ_POLLIN, 0}};
+        zmq::pollitem_t items[] = {{socket->handle(), 0, ZMQ_POLLIN, 0},
+                                   {monitor->handle(), 0, ZMQ_POLLIN, 0}};
         try {
-          zmq::poll(items, 1, left);
+          zmq::poll(items, monitor->handle() != nullptr ? 2 : 1, left);
         } catch (const zmq::error_t& e) {
           if (e.num() == EINTR) continue;  // a signal (SIGWINCH, ...): keep waiting
           throw;
         }
+        if (items[1].revents & ZMQ_POLLIN) {
+          if (auto f = handshake_failure()) return unexpected(std::move(*f));
+        }
         if ((items[0].revents & ZMQ_POLLIN) == 0) continue;
-        while (socket.recv(reply, zmq::recv_flags::dontwait)) {
+        while (socket->recv(reply, zmq::recv_flags::dontwait)) {
           const auto* data = static_cast<const std::uint8_t*>(reply.data());
           flatbuffers::Verifier verifier(data, reply.size());
           if (!verifier.VerifyBuffer<protocol::Response>(nullptr)) continue;
@@ -171,18 +220,17 @@ AdminClient::AdminClient(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 AdminClient::~AdminClient() = default;
 
 Result<std::unique_ptr<AdminClient>> AdminClient::connect(std::string endpoint,
-                                                          std::chrono::milliseconds timeout) {
+                                                          std::chrono::milliseconds timeout,
+                                                          CurveOptions curve) {
   KOLABUS_CHECK(timeout.count() > 0);
+  if (auto st = check_curve(curve); !st) return unexpected(st.error());
   auto impl = std::make_unique<Impl>();
   impl->endpoint = std::move(endpoint);
   impl->timeout = timeout;
+  impl->handshake = detail::HandshakeWatch(impl->endpoint, curve.enabled());
+  impl->curve = std::move(curve);
   try {
-    impl->socket.set(zmq::sockopt::linger, 0);
-    // A send blocks only while the queue to a never-connected broker is full;
-    // bound it by the same timeout as the answer.
-    impl->socket.set(zmq::sockopt::sndtimeo, static_cast<int>(timeout.count()));
-    impl->socket.set(zmq::sockopt::reconnect_ivl, 100);
-    impl->socket.connect(impl->endpoint);
+    impl->open_socket();
   } catch (const zmq::error_t& e) {
     return unexpected(Errc::kInvalidArgument,
                       "cannot connect to " + impl->endpoint + ": " + e.what());

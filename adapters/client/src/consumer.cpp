@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <zmq.hpp>
 
+#include "monitor.h"
 #include <client/consumer.h>
 #include <schemas/log_generated.h>
 #include <schemas/validate.h>
@@ -46,10 +47,12 @@ struct Consumer::Impl {
   // ---- under run_mu ----
   bool closed = false;
   zmq::context_t context{1};
-  std::unique_ptr<zmq::socket_t> socket;   // DEALER to the broker; null: no session
-  std::unique_ptr<zmq::socket_t> monitor;  // PAIR receiving `socket`'s disconnect events
-  std::uint64_t sessions = 0;              // sockets opened so far
-  bool subscribed = false;                 // Subscribed received on this session
+  std::unique_ptr<zmq::socket_t> socket;  // DEALER to the broker; null: no session
+  // `socket`'s disconnect and handshake events.
+  std::unique_ptr<detail::SocketMonitor> monitor;
+  detail::HandshakeWatch handshake;
+  std::uint64_t sessions = 0;  // sockets opened so far
+  bool subscribed = false;     // Subscribed received on this session
   std::uint64_t next_corr = 1;
   std::uint64_t subscribe_corr = 0;      // the session's Subscribe
   SteadyClock::time_point connect_at{};  // no session: open one at this time
@@ -84,8 +87,7 @@ struct Consumer::Impl {
   // ---- sessions ----
 
   void close_socket() {
-    if (socket) zmq_socket_monitor(socket->handle(), nullptr, 0);
-    monitor.reset();
+    monitor.reset();  // before its socket
     socket.reset();
   }
 
@@ -99,17 +101,15 @@ struct Consumer::Impl {
     const int hwm = static_cast<int>(std::max<std::uint64_t>(1000, 2ull * opt.window + 64));
     socket->set(zmq::sockopt::sndhwm, hwm);
     socket->set(zmq::sockopt::rcvhwm, hwm);
+    apply_curve(*socket, opt.curve);
     // ZeroMQ reconnects a dropped TCP connection by itself, but the broker then sees a
     // new peer that is not subscribed, and Pongs would keep this client believing all
-    // is well. The monitor tells us so we can subscribe again on a fresh socket.
-    const std::string addr = "inproc://kolabus-consumer-" +
-                             std::to_string(reinterpret_cast<std::uintptr_t>(this)) + "-" +
-                             std::to_string(++sessions);
-    if (zmq_socket_monitor(socket->handle(), addr.c_str(), ZMQ_EVENT_DISCONNECTED) == 0) {
-      monitor = std::make_unique<zmq::socket_t>(context, zmq::socket_type::pair);
-      monitor->set(zmq::sockopt::linger, 0);
-      monitor->connect(addr);
-    }
+    // is well. The monitor tells us so we can subscribe again on a fresh socket. It
+    // also tells us when the broker refuses this agency's key, which send() never does.
+    ++sessions;
+    monitor = std::make_unique<detail::SocketMonitor>(
+        context, *socket, ZMQ_EVENT_DISCONNECTED | detail::kHandshakeEvents, this);
+    if (monitor->handle() == nullptr) monitor.reset();
     socket->connect(opt.endpoint);
   }
 
@@ -394,20 +394,14 @@ struct Consumer::Impl {
     return {};
   }
 
-  // True when the monitor saw the connection drop.
-  bool drain_monitor() {
+  // True when the monitor saw the connection drop. A refused handshake is left in
+  // `handshake_refusal`.
+  bool drain_monitor(std::optional<Error>& handshake_refusal) {
     bool dropped = false;
-    zmq::message_t event;
-    while (monitor && monitor->recv(event, zmq::recv_flags::dontwait)) {
-      zmq::message_t address;
-      if (event.more()) {
-        [[maybe_unused]] auto r = monitor->recv(address);
-      }
-      if (event.size() >= sizeof(std::uint16_t)) {
-        std::uint16_t id = 0;
-        std::memcpy(&id, event.data(), sizeof id);
-        if (id == ZMQ_EVENT_DISCONNECTED) dropped = true;
-      }
+    if (!monitor) return false;
+    for (const auto& e : monitor->drain()) {
+      if (e.event == ZMQ_EVENT_DISCONNECTED) dropped = true;
+      if (auto refused = handshake.on_event(e)) handshake_refusal = std::move(refused);
     }
     return dropped;
   }
@@ -474,8 +468,18 @@ struct Consumer::Impl {
           return unexpected(std::move(e));
         }
       }
-      if (socket && mon_at >= 0 && (items[mon_at].revents & ZMQ_POLLIN) && drain_monitor()) {
-        lose_session("connection to " + opt.endpoint + " lost: subscribing again", true);
+      if (socket && mon_at >= 0 && (items[mon_at].revents & ZMQ_POLLIN)) {
+        std::optional<Error> handshake_refusal;
+        const bool dropped = drain_monitor(handshake_refusal);
+        if (handshake_refusal) {
+          // ZeroMQ does not retry after a ZAP refusal: a fresh socket after a backoff
+          // does (an operator may fix the registry meanwhile). Tell the caller now.
+          lose_session(handshake_refusal->message, true);
+          return unexpected(std::move(*handshake_refusal));
+        }
+        if (dropped) {
+          lose_session("connection to " + opt.endpoint + " lost: subscribing again", true);
+        }
       }
       now = SteadyClock::now();
       if (socket && !got && unanswered_since && now - *unanswered_since >= 3 * hb) {
@@ -548,10 +552,12 @@ Result<std::unique_ptr<Consumer>> Consumer::open(ConsumerOptions options) {
     return unexpected(Errc::kInvalidArgument,
                       "ConsumerOptions: need 0 < backoff_initial <= backoff_max");
   }
+  if (auto st = check_curve(options.curve); !st) return unexpected(st.error());
   auto box = storage::Inbox::open(options.inbox_dir);
   if (!box) return unexpected(box.error());
   auto impl = std::make_unique<Impl>();
   impl->opt = std::move(options);
+  impl->handshake = detail::HandshakeWatch(impl->opt.endpoint, impl->opt.curve.enabled());
   impl->inbox = std::move(*box);
   impl->wake_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (impl->wake_fd < 0) return unexpected(Errc::kInternal, "eventfd failed");

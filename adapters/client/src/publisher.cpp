@@ -1,6 +1,8 @@
+#include <atomic>
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -9,6 +11,7 @@
 #include <unistd.h>
 #include <zmq.hpp>
 
+#include "monitor.h"
 #include <client/publisher.h>
 #include <schemas/events_generated.h>
 #include <schemas/protocol_generated.h>
@@ -57,6 +60,11 @@ struct Publisher::Impl {
   // ---- sender thread only ----
   zmq::context_t context{1};
   std::unique_ptr<zmq::socket_t> socket;
+  std::unique_ptr<detail::SocketMonitor> monitor;  // handshake events of `socket`
+  detail::HandshakeWatch handshake;
+  // The handshake was refused: ZeroMQ does not try again by itself after a ZAP
+  // refusal, so open a fresh connection at this time.
+  std::optional<SteadyClock::time_point> reconnect_at;
   struct Flight {
     EventId id;
     SteadyClock::time_point sent_at;
@@ -78,7 +86,13 @@ struct Publisher::Impl {
     [[maybe_unused]] auto n = ::write(wake_fd, &one, sizeof one);
   }
 
+  void disconnect() {
+    monitor.reset();  // before its socket
+    socket.reset();
+  }
+
   void connect() {
+    disconnect();
     socket = std::make_unique<zmq::socket_t>(context, zmq::socket_type::dealer);
     socket->set(zmq::sockopt::linger, 0);
     socket->set(zmq::sockopt::immediate, 1);  // queue nothing for a broker not connected
@@ -86,6 +100,9 @@ struct Publisher::Impl {
     socket->set(zmq::sockopt::reconnect_ivl_max, 5000);
     socket->set(zmq::sockopt::sndhwm, static_cast<int>(opt.window * 2 + 16));
     socket->set(zmq::sockopt::rcvhwm, static_cast<int>(opt.window * 2 + 16));
+    apply_curve(*socket, opt.curve);
+    monitor =
+        std::make_unique<detail::SocketMonitor>(context, *socket, detail::kHandshakeEvents, this);
     socket->connect(opt.endpoint);
   }
 
@@ -93,6 +110,25 @@ struct Publisher::Impl {
     std::lock_guard lock(mu);
     stats.retries++;
     stats.last_error = std::move(what);
+  }
+
+  // Handshake events: a refusal is reported and retried on a fresh connection.
+  void on_monitor() {
+    for (const auto& e : monitor->drain()) {
+      if (auto refused = handshake.on_event(e)) {
+        backoff =
+            backoff.count() == 0 ? opt.backoff_initial : std::min(backoff * 2, opt.backoff_max);
+        std::uniform_real_distribution<double> jitter(0.5, 1.5);
+        reconnect_at = SteadyClock::now() +
+                       std::chrono::milliseconds(static_cast<long>(backoff.count() * jitter(rng)));
+        std::lock_guard lock(mu);
+        stats.unauthorised = true;
+        stats.last_error = std::move(refused->message);
+      } else if (e.event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) {
+        std::lock_guard lock(mu);
+        stats.unauthorised = false;
+      }
+    }
   }
 
   // A retryable failure: resend everything unanswered after a growing, jittered wait.
@@ -214,7 +250,17 @@ struct Publisher::Impl {
       next_from = first->front().local_seq;
     }
     while (!stop.load()) {
-      const auto now = SteadyClock::now();
+      auto now = SteadyClock::now();
+      if (reconnect_at && now >= *reconnect_at) {
+        reconnect_at.reset();
+        connect();
+        // Nothing went out on a refused connection (ZMQ_IMMEDIATE), but what was in
+        // flight on an earlier one goes again.
+        resend_needed = !in_flight.empty();
+        resend_from = in_flight.empty() ? 0 : in_flight.begin()->first;
+        retry_at = now;
+        for (auto& [pos, f] : in_flight) f.sent_at = now;
+      }
       // An answer overdue: the broker or the link is gone. Start a fresh
       // connection (dropping whatever ZeroMQ still queued) and resend.
       if (!in_flight.empty() && !resend_needed) {
@@ -228,15 +274,22 @@ struct Publisher::Impl {
       const bool want_out = has_unsent() && (!resend_needed || now >= retry_at);
       zmq::pollitem_t items[] = {
           {socket->handle(), 0, static_cast<short>(ZMQ_POLLIN | (want_out ? ZMQ_POLLOUT : 0)), 0},
-          {nullptr, wake_fd, ZMQ_POLLIN, 0}};
+          {nullptr, wake_fd, ZMQ_POLLIN, 0},
+          {monitor->handle(), 0, ZMQ_POLLIN, 0}};
+      const int n_items = monitor->handle() != nullptr ? 3 : 2;
       auto timeout = std::chrono::milliseconds(250);
+      if (reconnect_at) {
+        timeout = std::min(
+            timeout, std::chrono::duration_cast<std::chrono::milliseconds>(*reconnect_at - now) +
+                         std::chrono::milliseconds(1));
+      }
       if (resend_needed && retry_at > now) {
         timeout = std::min(timeout,
                            std::chrono::duration_cast<std::chrono::milliseconds>(retry_at - now) +
                                std::chrono::milliseconds(1));
       }
       try {
-        zmq::poll(items, 2, timeout);
+        zmq::poll(items, n_items, timeout);
       } catch (const zmq::error_t& e) {
         if (e.num() == EINTR) continue;
         throw;
@@ -245,6 +298,7 @@ struct Publisher::Impl {
         std::uint64_t n;
         [[maybe_unused]] auto r = ::read(wake_fd, &n, sizeof n);
       }
+      if (n_items > 2 && (items[2].revents & ZMQ_POLLIN)) on_monitor();
       if (items[0].revents & ZMQ_POLLOUT) send_due();
       if (items[0].revents & ZMQ_POLLIN) {
         {
@@ -286,7 +340,7 @@ struct Publisher::Impl {
         if (has_unsent() && !resend_needed) send_due();
       }
     }
-    socket.reset();
+    disconnect();
   }
 };
 
@@ -305,10 +359,12 @@ Result<std::unique_ptr<Publisher>> Publisher::open(PublisherOptions options, Out
   if (options.window == 0) {
     return unexpected(Errc::kInvalidArgument, "PublisherOptions.window must be at least 1");
   }
+  if (auto st = check_curve(options.curve); !st) return unexpected(st.error());
   auto box = storage::Outbox::open(options.outbox_dir);
   if (!box) return unexpected(box.error());
   auto impl = std::make_unique<Impl>();
   impl->opt = std::move(options);
+  impl->handshake = detail::HandshakeWatch(impl->opt.endpoint, impl->opt.curve.enabled());
   impl->on_outcome = std::move(on_outcome);
   impl->outbox = std::move(*box);
   impl->wake_fd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -319,7 +375,7 @@ Result<std::unique_ptr<Publisher>> Publisher::open(PublisherOptions options, Out
     return unexpected(Errc::kInvalidArgument,
                       "cannot connect to " + impl->opt.endpoint + ": " + e.what());
   }
-  impl->socket.reset();
+  impl->disconnect();
   Impl* raw = impl.get();
   impl->thread = std::thread([raw] { raw->run(); });
   return std::unique_ptr<Publisher>(new Publisher(std::move(impl)));

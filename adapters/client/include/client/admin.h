@@ -12,8 +12,11 @@
 // field, when the broker named one): Errc::kNotFound for UnknownConsumer,
 // kUnavailable for a retryable refusal (StorageUnavailable), kInternal for Internal,
 // kInvalidArgument for every other code. No answer in time: kUnavailable, "broker at
-// E did not answer within N ms". A reply that does not verify, or of an unexpected
-// kind: kInternal.
+// E did not answer within N ms". The broker refused the security handshake (its ZAP
+// handler does not know this agency's key, or CURVE is on one side only):
+// kUnavailable at once, "not authorised by the broker at E: ..." (client/curve.h);
+// the next call tries again on a fresh connection. A reply that does not verify, or of an
+// unexpected kind: kInternal.
 //
 // Everything returned is copied out of the reply: plain values, no borrowed memory.
 // Record bytes (RangePageView::records, DeadLetterView::record) are whole
@@ -30,6 +33,7 @@
 #include <string>
 #include <vector>
 
+#include <client/curve.h>
 #include <common/clock.h>
 #include <common/result.h>
 
@@ -92,9 +96,11 @@ class AdminClient {
 
   // Creates the socket and connects (ZeroMQ connects lazily: an absent broker shows
   // as kUnavailable on the first call, not here). kInvalidArgument for an endpoint
-  // ZeroMQ cannot parse. REQUIRES: timeout > 0.
+  // ZeroMQ cannot parse, or for CURVE options that check_curve refuses.
+  // REQUIRES: timeout > 0.
   static Result<std::unique_ptr<AdminClient>> connect(
-      std::string endpoint, std::chrono::milliseconds timeout = kDefaultTimeout);
+      std::string endpoint, std::chrono::milliseconds timeout = kDefaultTimeout,
+      CurveOptions curve = {});
   ~AdminClient();
   AdminClient(const AdminClient&) = delete;
   AdminClient& operator=(const AdminClient&) = delete;

@@ -53,6 +53,7 @@
 #include <string_view>
 #include <vector>
 
+#include <client/curve.h>
 #include <common/clock.h>
 #include <common/ids.h>
 #include <common/result.h>
@@ -78,6 +79,7 @@ struct ConsumerOptions {
   std::chrono::milliseconds heartbeat{2000};       // Ping period; 3 silent: reconnect
   std::chrono::milliseconds backoff_initial{100};  // first wait before a reconnect
   std::chrono::milliseconds backoff_max{5000};     // doubling stops here (plus jitter)
+  CurveOptions curve{};                            // empty: no CURVE (--dev brokers)
 };
 
 // One delivery as the handler sees it. Borrowed views, valid during the handler call.
@@ -128,9 +130,11 @@ class Consumer {
   // Returns how many deliveries it handled: handler calls, inbox-skipped duplicates
   // and records rejected for failing verification. Errors: the broker refused the
   // Subscribe (kInvalidArgument with its code and message; the next poll() tries
-  // again), the inbox could not be read or written (its error; the delivery is
-  // left unacknowledged, so it comes again), poll() after close() (kUnavailable).
-  // A broker that is away is not an error: poll() keeps reconnecting and returns 0.
+  // again), the broker refused the security handshake (kUnavailable, "not authorised
+  // by the broker at E: ..." or "security handshake ... failed: ..."; the next poll()
+  // tries again on a fresh socket after a backoff), the inbox could not be read or written (its
+  // error; the delivery is left unacknowledged, so it comes again), poll() after close()
+  // (kUnavailable). A broker that is away is not an error: poll() keeps reconnecting and returns 0.
   Result<std::size_t> poll(const Handler& handler, std::chrono::milliseconds timeout,
                            std::size_t max_events = SIZE_MAX);
 

@@ -14,6 +14,10 @@
 // in order; with window > 1 an event sent after a failed one may already have been
 // stored, so strict order across such a failure needs window = 1.
 //
+// Security: with options.curve set, the connection uses CURVE (client/curve.h). A
+// refused handshake shows in stats().unauthorised, not as an error of publish():
+// the events wait in the outbox.
+//
 // Ownership: the Publisher owns its outbox and sender thread; the destructor stops
 // the thread (unsent events stay in the outbox for the next open).
 // Thread-safety: every public method may be called from any thread. The outcome
@@ -29,6 +33,7 @@
 #include <string>
 #include <vector>
 
+#include <client/curve.h>
 #include <common/ids.h>
 #include <common/result.h>
 #include <storage/outbox.h>
@@ -43,6 +48,7 @@ struct PublisherOptions {
   std::chrono::milliseconds backoff_initial{100};  // first wait after a failure
   std::chrono::milliseconds backoff_max{5000};     // doubling stops here (plus jitter)
   std::size_t max_message_bytes = 1 << 20;         // the broker's frame limit
+  CurveOptions curve{};                            // empty: no CURVE (--dev brokers)
 };
 
 enum class OutcomeKind { kAcked, kDuplicate, kRefused };
@@ -64,6 +70,11 @@ struct PublisherStats {
   std::uint64_t in_flight = 0;
   std::uint64_t pending = 0;  // in the outbox, sent or not
   std::string last_error;     // the last retryable problem, for operators
+  // The broker refused the security handshake (its ZAP handler refused this agency's
+  // key, or the CURVE settings do not match); last_error says which. Nothing is sent
+  // meanwhile; the publisher tries again on a fresh connection after a backoff (an
+  // operator may fix the registry) and clears this once a handshake succeeds.
+  bool unauthorised = false;
 };
 
 class Publisher {
