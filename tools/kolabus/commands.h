@@ -16,6 +16,7 @@ enum Exit : int {
   kNotFound = 5,  // the named consumer or dead letter does not exist
 };
 
+void add_keygen(CLI::App& app, int& exit_code);
 void add_publish(CLI::App& app, int& exit_code);
 void add_gen(CLI::App& app, int& exit_code);
 void add_consumers(CLI::App& app, int& exit_code);

@@ -11,6 +11,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", KOLABUS_VERSION);
   app.require_subcommand(1);
   int exit_code = kolabus::cli::kOk;
+  kolabus::cli::add_keygen(app, exit_code);
   kolabus::cli::add_publish(app, exit_code);
   kolabus::cli::add_gen(app, exit_code);
   kolabus::cli::add_consumers(app, exit_code);

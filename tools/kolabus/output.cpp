@@ -114,11 +114,15 @@ void add_connect_options(CLI::App* cmd, ConnectArgs& args) {
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
   cmd->add_flag("--json", args.json, "JSON output, one object per line, for scripts");
+  add_security_options(cmd, args.security);
 }
 
 Result<std::unique_ptr<client::AdminClient>> connect_admin(const ConnectArgs& args) {
   const auto ms = std::max<long>(1, static_cast<long>(args.timeout_s * 1000));
-  return client::AdminClient::connect(args.broker, std::chrono::milliseconds(ms));
+  auto curve = load_curve(args.security);
+  if (!curve) return unexpected(curve.error());
+  return client::AdminClient::connect(args.broker, std::chrono::milliseconds(ms),
+                                      std::move(*curve));
 }
 
 int report_connect_error(std::string_view command, const Error& error) {

@@ -18,6 +18,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "connection.h"
 #include <client/admin.h>
 #include <common/clock.h>
 #include <common/result.h>
@@ -28,11 +29,13 @@ class JsonCodec;
 
 namespace kolabus::cli {
 
-// -b/--broker (env KOLABUS_BROKER), --timeout, --json: every operator command has them.
+// -b/--broker (env KOLABUS_BROKER), --timeout, --json, --key, --server-key: every
+// operator command has them.
 struct ConnectArgs {
   std::string broker = "tcp://127.0.0.1:7400";
   double timeout_s = 10;
   bool json = false;
+  SecurityArgs security;
 };
 void add_connect_options(CLI::App* cmd, ConnectArgs& args);
 Result<std::unique_ptr<client::AdminClient>> connect_admin(const ConnectArgs& args);
@@ -41,7 +44,8 @@ Result<std::unique_ptr<client::AdminClient>> connect_admin(const ConnectArgs& ar
 // kNotFound for Errc::kNotFound, kUnavailable for kUnavailable, kRefused for
 // kInvalidArgument (the broker refused the command), kInternal otherwise.
 int report_error(std::string_view command, const Error& error);
-// The same for a failed connect_admin (an endpoint ZeroMQ cannot parse): kUsage.
+// The same for a failed connect_admin (an endpoint ZeroMQ cannot parse, a key flag
+// without the other, an unreadable or unsafe key file): kUsage.
 int report_connect_error(std::string_view command, const Error& error);
 
 // A time on the command line: ISO-8601 in UTC ("2026-11-27T10:00:00Z", seconds and

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "commands.h"
+#include "connection.h"
 #include <client/publisher.h>
 #include <schemas/json_codec.h>
 #include <schemas/protocol_generated.h>
@@ -28,6 +29,7 @@ struct Args {
   std::size_t window = 1000;
   bool json = false;
   bool quiet = false;
+  SecurityArgs security;
 };
 
 struct LineInfo {
@@ -154,8 +156,14 @@ int run_publish(const Args& a) {
     std::cerr << "kolabus publish: " << codec.error().to_string() << "\n";
     return kInternal;
   }
+  auto curve = load_curve(a.security);
+  if (!curve) {
+    std::cerr << "kolabus publish: " << curve.error().message << "\n";
+    return kUsage;
+  }
   Report report(a.json, a.quiet);
   client::PublisherOptions opt;
+  opt.curve = std::move(*curve);
   opt.endpoint = a.broker;
   opt.outbox_dir = a.outbox;
   opt.window = a.window;
@@ -201,7 +209,14 @@ int run_publish(const Args& a) {
   }
   if (!flush()) return kInternal;
 
-  (*pub)->wait_drained(std::chrono::milliseconds(static_cast<long>(a.timeout_s * 1000)));
+  // A refused key cannot get better within this run: stop waiting once the
+  // publisher reports it (the events stay in the outbox).
+  using SteadyClock = std::chrono::steady_clock;
+  const auto deadline =
+      SteadyClock::now() + std::chrono::milliseconds(static_cast<long>(a.timeout_s * 1000));
+  while (!(*pub)->wait_drained(std::chrono::milliseconds(100)) && !(*pub)->stats().unauthorised &&
+         SteadyClock::now() < deadline) {
+  }
   const auto stats = (*pub)->stats();
   if (stats.pending > 0 && !stats.last_error.empty()) {
     std::cerr << "kolabus publish: " << stats.last_error << "\n";
@@ -234,6 +249,7 @@ void add_publish(CLI::App& app, int& exit_code) {
   cmd->add_option("--window", args->window, "events in flight at most")->capture_default_str();
   cmd->add_flag("--json", args->json, "one JSON object per outcome, for scripts");
   cmd->add_flag("-q,--quiet", args->quiet, "print only the summary");
+  add_security_options(cmd, args->security);
   cmd->callback([args, &exit_code] { exit_code = run_publish(*args); });
 }
 

@@ -29,6 +29,7 @@ struct Args {
   double timeout_s = 0;     // 0: no limit
   std::string inbox;
   bool json = false;
+  SecurityArgs security;
 };
 
 // SIGINT and SIGTERM are blocked in every thread (set before any thread starts) and
@@ -83,7 +84,13 @@ int run_tail(const Args& a) {
     std::cerr << "kolabus tail: --regions: " << regions.error().message << "\n";
     return kUsage;
   }
+  auto curve = load_curve(a.security);
+  if (!curve) {
+    std::cerr << "kolabus tail: " << curve.error().message << "\n";
+    return kUsage;
+  }
   client::ConsumerOptions opt;
+  opt.curve = std::move(*curve);
   opt.endpoint = a.broker;
   opt.name = a.consumer;
   for (auto k : *kinds) opt.kinds.push_back(static_cast<events::Payload>(k));
@@ -220,6 +227,7 @@ void add_tail(CLI::App& app, int& exit_code) {
   cmd->add_option("--inbox", args->inbox,
                   "the consumer's dedup inbox directory (default var/kolabus-cli/inbox-NAME)");
   cmd->add_flag("--json", args->json, "one JSON object per event, as replay prints");
+  add_security_options(cmd, args->security);
   cmd->callback([args, &exit_code] { exit_code = run_tail(*args); });
 }
 
