@@ -6,10 +6,12 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include <broker/agencies.h>
 #include <broker/config.h>
 #include <broker/consumers.h>
 #include <broker/core.h>
 #include <broker/server.h>
+#include <common/keys.h>
 #include <schemas/regions.h>
 #include <storage/rocksdb_broker_store.h>
 
@@ -21,6 +23,21 @@ void on_signal(int) {
   if (g_server != nullptr) g_server->request_stop();
 }
 
+void on_hangup(int) {
+  if (g_server != nullptr) g_server->request_reload();
+}
+
+// Development mode carries population data unencrypted and unauthenticated: only
+// ever on this machine.
+bool loopback_only(const std::string& endpoint) {
+  if (endpoint.rfind("ipc://", 0) == 0 || endpoint.rfind("inproc://", 0) == 0) return true;
+  const std::string tcp = "tcp://";
+  if (endpoint.rfind(tcp, 0) != 0) return false;
+  const std::string rest = endpoint.substr(tcp.size());
+  return rest.rfind("127.", 0) == 0 || rest.rfind("localhost:", 0) == 0 ||
+         rest.rfind("[::1]:", 0) == 0;
+}
+
 enum Exit { kOk = 0, kUsage = 1, kConfig = 2, kStorage = 3, kNetwork = 4 };
 
 }  // namespace
@@ -28,7 +45,9 @@ enum Exit { kOk = 0, kUsage = 1, kConfig = 2, kStorage = 3, kNetwork = 4 };
 int main(int argc, char** argv) {
   using namespace kolabus;
   CLI::App app{"kolabus-broker: durable message bus for population events"};
-  std::string config_path, endpoint, data_dir, endpoint_file, log_level, regions_file;
+  std::string config_path, endpoint, data_dir, endpoint_file, log_level, regions_file, key_file,
+      agencies_file;
+  bool dev = false;
   app.add_option("-c,--config", config_path, "broker.toml (every key optional)")
       ->check(CLI::ExistingFile);
   app.add_option("--endpoint", endpoint,
@@ -39,6 +58,11 @@ int main(int argc, char** argv) {
   app.add_option("--endpoint-file", endpoint_file,
                  "write the bound endpoint to this file once the broker serves");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error");
+  app.add_option("--key", key_file, "the broker's CURVE key pair (kolabus keygen broker)");
+  app.add_option("--agencies", agencies_file,
+                 "the agency registry: keys and grants (reloaded on SIGHUP)");
+  app.add_flag("--dev", dev,
+               "development mode: no CURVE, every client may do everything; loopback only");
   app.set_version_flag("--version", KOLABUS_VERSION);
   try {
     app.parse(argc, argv);
@@ -58,6 +82,10 @@ int main(int argc, char** argv) {
   if (!endpoint.empty()) config.server.endpoint = endpoint;
   if (!data_dir.empty()) config.data_dir = data_dir;
   if (!log_level.empty()) config.log_level = log_level;
+  if (dev) config.dev = true;
+  if (!key_file.empty()) config.key_file = key_file;
+  if (!agencies_file.empty()) config.agencies_file = agencies_file;
+  config.server.dev = config.dev;
   if (!regions_file.empty()) config.regions_file = regions_file;
 
   const auto level = spdlog::level::from_str(config.log_level);
@@ -93,6 +121,40 @@ int main(int argc, char** argv) {
     return kStorage;
   }
 
+  // Security: CURVE with the agency registry, unless development mode is asked for.
+  std::shared_ptr<const broker::Agencies> agencies;
+  if (config.dev) {
+    if (!loopback_only(config.server.endpoint)) {
+      spdlog::error(
+          "--dev is refused on {}: development mode has no encryption nor "
+          "authentication, so it only listens on 127.0.0.1, localhost, [::1] or ipc",
+          config.server.endpoint);
+      return kConfig;
+    }
+  } else {
+    if (config.key_file.empty() || config.agencies_file.empty()) {
+      spdlog::error(
+          "CURVE needs the broker's key (--key or security.key_file; make one with "
+          "`kolabus keygen broker`) and the agency registry (--agencies or "
+          "security.agencies_file); or run with --dev on a loopback endpoint");
+      return kConfig;
+    }
+    auto keys = load_key_pair(config.key_file);
+    if (!keys) {
+      spdlog::error("{}", keys.error().message);
+      return kConfig;
+    }
+    config.server.curve_secret_key = keys->secret_key;
+    auto registry = broker::Agencies::load(config.agencies_file, regions);
+    if (!registry) {
+      spdlog::error("{}", registry.error().message);
+      return kConfig;
+    }
+    agencies = std::make_shared<const broker::Agencies>(std::move(*registry));
+    spdlog::info("CURVE on; broker public key {}; {} agencies in {}", keys->public_key,
+                 agencies->size(), config.agencies_file);
+  }
+
   SystemClock clock;
   broker::Core core(*store->log, regions, clock, {config.max_clock_skew_ms});
   broker::Consumers consumers(*store->log, *store->consumers, regions, clock,
@@ -102,6 +164,17 @@ int main(int argc, char** argv) {
     return kStorage;
   }
   broker::Server server(core, consumers, config.server);
+  server.set_agencies(agencies);
+  server.set_reload_handler([&]() -> std::shared_ptr<const broker::Agencies> {
+    if (config.dev) return nullptr;
+    auto fresh = broker::Agencies::load(config.agencies_file, regions);
+    if (!fresh) {
+      spdlog::error("agency registry not reloaded, the old one stays: {}", fresh.error().message);
+      return nullptr;
+    }
+    spdlog::info("agency registry reloaded: {} agencies", fresh->size());
+    return std::make_shared<const broker::Agencies>(std::move(*fresh));
+  });
   auto bound = server.bind();
   if (!bound) {
     spdlog::error("{}", bound.error().message);
@@ -111,10 +184,13 @@ int main(int argc, char** argv) {
   spdlog::info("event log {} (next sequence {}), {} consumers, {} region codes ({})",
                config.data_dir, core.next_sequence().value, consumers.list().size(), regions.size(),
                config.regions_file.empty() ? "compiled-in Kemendagri list" : config.regions_file);
-  spdlog::warn(
-      "development mode: no CURVE authentication yet; every event is recorded as from agency "
-      "'{}'",
-      config.server.dev_agency);
+  if (config.dev) {
+    spdlog::warn(
+        "DEVELOPMENT MODE: no encryption, no authentication, no authorisation; every "
+        "client may do everything and every event is recorded as from agency '{}'. "
+        "Never use it with real population data.",
+        config.server.dev_agency);
+  }
 
   if (!endpoint_file.empty()) {
     // Written atomically, so a waiting script never reads half an endpoint.
@@ -130,6 +206,7 @@ int main(int argc, char** argv) {
   g_server = &server;
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
+  std::signal(SIGHUP, on_hangup);
   server.run();
   g_server = nullptr;
   return kOk;

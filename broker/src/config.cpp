@@ -58,13 +58,13 @@ Result<Config> parse_config(std::string_view toml_text, const std::string& path)
     return bad(path, msg.str());
   }
   Config c;
-  if (auto st = check_keys(root, "", {"broker", "regions", "log"}, path); !st) {
+  if (auto st = check_keys(root, "", {"broker", "regions", "log", "security"}, path); !st) {
     return unexpected(st.error());
   }
   auto section = [&](const char* name) -> const toml::table* {
     return root.get_as<toml::table>(name);
   };
-  for (const char* name : {"broker", "regions", "log"}) {
+  for (const char* name : {"broker", "regions", "log", "security"}) {
     if (root.get(name) != nullptr && section(name) == nullptr) {
       return bad(path, std::string("[") + name + "] must be a table");
     }
@@ -102,6 +102,21 @@ Result<Config> parse_config(std::string_view toml_text, const std::string& path)
     if (auto st = check_keys(*l, "log", {"level"}, path); !st) return unexpected(st.error());
     if (auto st = read_key(*l, "log", "level", c.log_level, path); !st)
       return unexpected(st.error());
+  }
+  if (const auto* sec = section("security")) {
+    if (auto st = check_keys(*sec, "security", {"mode", "key_file", "agencies_file"}, path); !st) {
+      return unexpected(st.error());
+    }
+    std::string mode = "curve";
+    for (Status st : {read_key(*sec, "security", "mode", mode, path),
+                      read_key(*sec, "security", "key_file", c.key_file, path),
+                      read_key(*sec, "security", "agencies_file", c.agencies_file, path)}) {
+      if (!st) return unexpected(st.error());
+    }
+    if (mode != "curve" && mode != "dev") {
+      return bad(path, "security.mode must be \"curve\" or \"dev\"");
+    }
+    c.dev = mode == "dev";
   }
   if (c.server.max_message_bytes > (64u << 20)) {
     return bad(path, "broker.max_message_bytes must be at most 64 MiB");

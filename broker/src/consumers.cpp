@@ -733,6 +733,12 @@ std::vector<ConsumerStatus> Consumers::list() const {
   return out;
 }
 
+std::optional<ConsumerSpec> Consumers::spec(std::string_view owner, std::string_view name) const {
+  auto it = s_->consumers.find(storage::ConsumerKey{std::string(owner), std::string(name)});
+  if (it == s_->consumers.end()) return std::nullopt;
+  return it->second->spec;
+}
+
 CommandResult<ConsumerStatus> Consumers::seek(std::string_view owner, std::string_view name,
                                               StartPolicy policy, std::uint64_t sequence,
                                               TimeMs time) {

@@ -22,6 +22,22 @@ constexpr std::uint8_t kCorrectionBit = 0x80;
 // A violation's message already starts with its field.
 Nack nack_from(const schemas::Violation& v) { return Nack{v.code, v.field, v.message, false}; }
 
+// Whether `source` may publish an event of `kind` concerning `regions`; the Nack
+// when not. Development mode (no registry) allows everything.
+std::optional<Nack> refuse_publish(const Agencies* agencies, std::string_view source,
+                                   std::uint8_t kind, const std::vector<std::string>& regions) {
+  if (agencies == nullptr) return std::nullopt;
+  const Agency* a = agencies->by_name(source);
+  if (a != nullptr && a->publish && a->publish->allows_event(kind, regions)) return std::nullopt;
+  std::string what = "agency '" + std::string(source) + "' may not publish this event (kind " +
+                     std::to_string(kind) + " in";
+  for (const auto& r : regions) what += " " + r;
+  what += "): ";
+  what += a == nullptr || !a->publish ? "it has no publish grant"
+                                      : "its grant covers " + a->publish->describe();
+  return Nack{ErrorCode::NotAuthorised, "regions", what, false};
+}
+
 Nack storage_unavailable(const std::string& detail) {
   return Nack{ErrorCode::StorageUnavailable, "",
               "storage unavailable (" + detail + "); nothing was stored, send again later", true};
@@ -117,6 +133,22 @@ std::vector<PublishOutcome> Core::publish_batch(std::span<const PublishRequest> 
         EventId::from_span(std::span<const std::uint8_t, 16>(ev->id()->bytes()->data(), 16));
     o.id = id;
 
+    std::vector<std::string> regions;
+    if (ev->regions() != nullptr) {
+      for (const auto* r : *ev->regions()) {
+        if (r != nullptr) regions.emplace_back(r->string_view());
+      }
+    }
+    // Authorisation first: an agency learns nothing of events it may not publish,
+    // not even that an id exists. A correction is checked once its target is known.
+    if (ev->payload_type() != events::Payload::Correction) {
+      if (auto n = refuse_publish(agencies_.get(), requests[i].source,
+                                  static_cast<std::uint8_t>(ev->payload_type()), regions)) {
+        o.result = *n;
+        continue;
+      }
+    }
+
     // Idempotency comes before validation: an id already stored is ACKed with its
     // original sequence even if the rules (or the region list) changed since.
     if (auto it = accepted_by_id.find(id); it != accepted_by_id.end()) {
@@ -175,10 +207,14 @@ std::vector<PublishOutcome> Core::publish_batch(std::span<const PublishRequest> 
         continue;
       }
       index_kind = static_cast<std::uint8_t>(info->kind) | kCorrectionBit;
+      if (auto n = refuse_publish(agencies_.get(), requests[i].source,
+                                  static_cast<std::uint8_t>(info->kind), regions)) {
+        o.result = *n;
+        continue;
+      }
     }
 
-    Accepted a{i, id, index_kind, ev->payload_type(), {}, {}};
-    for (const auto* r : *ev->regions()) a.regions.emplace_back(r->string_view());
+    Accepted a{i, id, index_kind, ev->payload_type(), std::move(regions), {}};
     a.record = build_record(next, received_at, requests[i].source, index_kind, bytes);
     next.value++;
     accepted_by_id.emplace(id, accepted.size());

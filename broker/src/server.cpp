@@ -1,4 +1,8 @@
+#include <atomic>
 #include <chrono>
+#include <functional>
+#include <mutex>
+#include <thread>
 #include <vector>
 
 #include <flatbuffers/flatbuffers.h>
@@ -142,11 +146,74 @@ class RefusalLog {
 
 }  // namespace
 
+// The ZAP handler (ZeroMQ RFC 27): admits the CURVE keys of the registry and tells
+// ZeroMQ the agency's name, which then arrives as the User-Id of every message of
+// that connection. Runs on its own thread with a REP socket in the server's
+// context; the registry is shared with the server loop (a reload swaps it).
+class ZapHandler {
+ public:
+  ZapHandler(zmq::context_t& context, std::function<std::shared_ptr<const Agencies>()> registry)
+      : socket_(context, zmq::socket_type::rep), registry_(std::move(registry)) {
+    socket_.set(zmq::sockopt::linger, 0);
+    socket_.bind("inproc://zeromq.zap.01");  // before any CURVE socket binds
+    thread_ = std::thread([this] { run(); });
+  }
+  ~ZapHandler() {
+    stop_.store(true);
+    thread_.join();
+  }
+
+ private:
+  void run() {
+    zmq::pollitem_t items[] = {{socket_.handle(), 0, ZMQ_POLLIN, 0}};
+    while (!stop_.load()) {
+      zmq::poll(items, 1, std::chrono::milliseconds(100));
+      if (!(items[0].revents & ZMQ_POLLIN)) continue;
+      std::vector<zmq::message_t> req;
+      if (!zmq::recv_multipart(socket_, std::back_inserter(req))) continue;
+      // version, request id, domain, address, routing id, mechanism, credentials...
+      std::string status = "400", text = "not authorised", user;
+      if (req.size() >= 7 && req[5].to_string_view() == "CURVE" && req[6].size() == 32) {
+        char z85[41] = {};
+        zmq_z85_encode(z85, static_cast<const std::uint8_t*>(req[6].data()), 32);
+        auto registry = registry_();
+        const Agency* a = registry ? registry->by_key(z85) : nullptr;
+        if (a != nullptr) {
+          status = "200";
+          text = "OK";
+          user = a->name;
+          spdlog::info("agency {} connected from {}", a->name, req[3].to_string_view());
+        } else {
+          spdlog::warn("refused a connection from {}: key {} is not in the agency registry",
+                       req[3].to_string_view(), z85);
+        }
+      }
+      std::vector<zmq::message_t> reply;
+      reply.emplace_back("1.0", 3);
+      reply.emplace_back(req.size() > 1 ? req[1].data() : nullptr,
+                         req.size() > 1 ? req[1].size() : 0);
+      reply.emplace_back(status.data(), status.size());
+      reply.emplace_back(text.data(), text.size());
+      reply.emplace_back(user.data(), user.size());
+      reply.emplace_back();
+      zmq::send_multipart(socket_, reply);
+    }
+  }
+
+  zmq::socket_t socket_;
+  std::function<std::shared_ptr<const Agencies>()> registry_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
 struct Server::Impl {
   Core& core;
   Consumers& consumers;
   ServerOptions options;
   zmq::context_t context{1};
+  std::mutex registry_mu;
+  std::shared_ptr<const Agencies> registry;  // guarded by registry_mu
+  std::unique_ptr<ZapHandler> zap;           // declared before the socket it serves
   zmq::socket_t socket{context, zmq::socket_type::router};
   RefusalLog refusals;
   std::uint64_t frame_errors = 0;
@@ -158,10 +225,18 @@ struct Server::Impl {
 
   Impl(Core& c, Consumers& cs, ServerOptions o) : core(c), consumers(cs), options(std::move(o)) {}
 
-  std::string agency_of(const zmq::message_t& /*body*/) const {
-    // Seam for authentication: with CURVE the ZAP handler's User-Id will name the
-    // agency. Until then every connection is the development agency.
-    return options.dev_agency;
+  std::shared_ptr<const Agencies> agencies() {
+    std::lock_guard lock(registry_mu);
+    return registry;
+  }
+
+  // The agency a message comes from: the User-Id the ZAP handler gave its
+  // connection. Never a field of the message.
+  std::string agency_of(const zmq::message_t& body) const {
+    if (options.dev) return options.dev_agency;
+    // NULL cannot happen with ZAP enforced; an empty agency is refused everything.
+    const char* user = zmq_msg_gets(body.handle(), "User-Id");
+    return user != nullptr ? user : "";
   }
 
   void send(std::vector<zmq::message_t>& envelope, const flatbuffers::DetachedBuffer& reply) {
@@ -295,6 +370,35 @@ struct Server::Impl {
   void handle_command(Incoming& in, const protocol::Request* req) {
     const ClientId client{in.envelope[0].to_string()};
     const std::string owner = agency_of(in.body);
+    const auto reg = agencies();
+    const Agency* me = reg ? reg->by_name(owner) : nullptr;
+    // Development mode lets everyone do everything; otherwise the registry decides.
+    auto may_subscribe = [&](const std::string& whose,
+                             const Filter& f) -> std::optional<CommandError> {
+      if (options.dev) return std::nullopt;
+      const Agency* a = reg ? reg->by_name(whose) : nullptr;
+      if (a != nullptr && a->subscribe && a->subscribe->covers(f.kinds, f.regions)) {
+        return std::nullopt;
+      }
+      return CommandError{
+          ErrorCode::NotAuthorised, "filter",
+          "agency '" + whose + "' may not receive these events: " +
+              (a == nullptr || !a->subscribe ? std::string("it has no subscribe grant")
+                                             : "its grant covers " + a->subscribe->describe() +
+                                                   "; ask for kinds and regions within it")};
+    };
+    auto may_operate = [&]() -> std::optional<CommandError> {
+      if (options.dev || (me != nullptr && me->operate)) return std::nullopt;
+      return CommandError{ErrorCode::NotAuthorised, "",
+                          "agency '" + owner +
+                              "' may not operate the bus (replay, dead letters, consumers of "
+                              "others): it has no operate permission in the agency registry"};
+    };
+    // The agency whose consumer an operator command names: the caller's own unless
+    // `owner` says otherwise.
+    auto owner_of = [&](const flatbuffers::String* o) {
+      return o != nullptr && o->size() > 0 ? o->str() : owner;
+    };
     auto missing = [&](const char* field) {
       reply_error(in, {ErrorCode::MissingField, field, std::string(field) + ": required"});
     };
@@ -310,6 +414,7 @@ struct Server::Impl {
         }
         auto filter = filter_of(cfg->filter());
         if (auto* e = std::get_if<CommandError>(&filter)) return reply_error(in, *e);
+        if (auto e = may_subscribe(owner, std::get<Filter>(filter))) return reply_error(in, *e);
         ConsumerSpec spec{cfg->name()->str(),    std::get<Filter>(filter), cfg->start(),
                           cfg->start_sequence(), cfg->start_time(),        cfg->ack_wait_ms(),
                           cfg->max_deliver()};
@@ -357,17 +462,27 @@ struct Server::Impl {
       case protocol::Command::ListConsumers: {
         flatbuffers::FlatBufferBuilder fbb(1024);
         std::vector<flatbuffers::Offset<protocol::ConsumerInfo>> infos;
-        for (const auto& st : consumers.list()) infos.push_back(build_info(fbb, st));
+        const bool all = !may_operate().has_value();  // operators see every agency's
+        for (const auto& st : consumers.list()) {
+          if (all || st.owner == owner) infos.push_back(build_info(fbb, st));
+        }
         auto list = protocol::CreateConsumerList(fbb, fbb.CreateVector(infos));
         return send(in.envelope, finish(fbb, in.corr, protocol::Reply::ConsumerList, list));
       }
       case protocol::Command::SeekConsumer: {
         const auto* sk = req->command_as_SeekConsumer();
-        auto r = consumers.seek(owner, sk->consumer()->string_view(), sk->start(), sk->sequence(),
+        if (auto e = may_operate()) return reply_error(in, *e);
+        const std::string whose = owner_of(sk->owner());
+        // A replay is a new read of the data: the owner's grant must still cover it.
+        if (auto sp = consumers.spec(whose, sk->consumer()->string_view())) {
+          if (auto e = may_subscribe(whose, sp->filter)) return reply_error(in, *e);
+        }
+        auto r = consumers.seek(whose, sk->consumer()->string_view(), sk->start(), sk->sequence(),
                                 sk->time());
         if (auto* e = std::get_if<CommandError>(&r)) return reply_error(in, *e);
         const auto& st = std::get<ConsumerStatus>(r);
-        spdlog::info("consumer {}/{} moved to sequence {}", owner, st.spec.name, st.next_sequence);
+        spdlog::info("consumer {}/{} moved to sequence {} by {}", whose, st.spec.name,
+                     st.next_sequence, owner);
         flatbuffers::FlatBufferBuilder fbb(512);
         auto info = build_info(fbb, st);
         return send(in.envelope, finish(fbb, in.corr, protocol::Reply::Subscribed,
@@ -375,15 +490,19 @@ struct Server::Impl {
       }
       case protocol::Command::DeleteConsumer: {
         const auto* d = req->command_as_DeleteConsumer();
-        auto r = consumers.remove(owner, d->consumer()->string_view());
+        if (auto e = may_operate()) return reply_error(in, *e);
+        const std::string whose = owner_of(d->owner());
+        auto r = consumers.remove(whose, d->consumer()->string_view());
         if (auto* e = std::get_if<CommandError>(&r)) return reply_error(in, *e);
-        spdlog::info("consumer {}/{} deleted", owner, d->consumer()->string_view());
+        spdlog::info("consumer {}/{} deleted by {}", whose, d->consumer()->string_view(), owner);
         return send(in.envelope, done_response(in.corr, std::get<std::uint64_t>(r)));
       }
       case protocol::Command::ReadRange: {
         const auto* rr = req->command_as_ReadRange();
+        if (auto e = may_operate()) return reply_error(in, *e);
         auto filter = filter_of(rr->filter());
         if (auto* e = std::get_if<CommandError>(&filter)) return reply_error(in, *e);
+        if (auto e = may_subscribe(owner, std::get<Filter>(filter))) return reply_error(in, *e);
         auto r = consumers.read_range(std::get<Filter>(filter), rr->from_sequence(),
                                       rr->from_time(), rr->to_sequence(), rr->max_events());
         if (auto* e = std::get_if<CommandError>(&r)) return reply_error(in, *e);
@@ -398,7 +517,9 @@ struct Server::Impl {
       }
       case protocol::Command::DlqList: {
         const auto* l = req->command_as_DlqList();
-        auto r = consumers.dead_letters(owner, l->consumer() ? l->consumer()->string_view() : "",
+        if (auto e = may_operate()) return reply_error(in, *e);
+        auto r = consumers.dead_letters(owner_of(l->owner()),
+                                        l->consumer() ? l->consumer()->string_view() : "",
                                         l->from_sequence(), l->max());
         if (auto* e = std::get_if<CommandError>(&r)) return reply_error(in, *e);
         flatbuffers::FlatBufferBuilder fbb(4096);
@@ -415,14 +536,17 @@ struct Server::Impl {
       case protocol::Command::DlqRedrive:
       case protocol::Command::DlqDrop: {
         const bool redrive = req->command_type() == protocol::Command::DlqRedrive;
+        if (auto e = may_operate()) return reply_error(in, *e);
+        const std::string whose = owner_of(redrive ? req->command_as_DlqRedrive()->owner()
+                                                   : req->command_as_DlqDrop()->owner());
         const auto* name = redrive ? req->command_as_DlqRedrive()->consumer()
                                    : req->command_as_DlqDrop()->consumer();
         const auto seqs = sequences_of(redrive ? req->command_as_DlqRedrive()->sequences()
                                                : req->command_as_DlqDrop()->sequences());
-        auto r = redrive ? consumers.redrive(owner, name->string_view(), seqs)
-                         : consumers.drop_dead_letters(owner, name->string_view(), seqs);
+        auto r = redrive ? consumers.redrive(whose, name->string_view(), seqs)
+                         : consumers.drop_dead_letters(whose, name->string_view(), seqs);
         if (auto* e = std::get_if<CommandError>(&r)) return reply_error(in, *e);
-        spdlog::info("consumer {}/{}: {} {} dead letters", owner, name->string_view(),
+        spdlog::info("consumer {}/{}: {} {} dead letters", whose, name->string_view(),
                      redrive ? "redrove" : "dropped", std::get<std::uint64_t>(r));
         return send(in.envelope, done_response(in.corr, std::get<std::uint64_t>(r)));
       }
@@ -481,9 +605,31 @@ Server::Server(Core& core, Consumers& consumers, ServerOptions options)
 
 Server::~Server() = default;
 
+void Server::set_agencies(std::shared_ptr<const Agencies> agencies) {
+  {
+    std::lock_guard lock(impl_->registry_mu);
+    impl_->registry = agencies;
+  }
+  impl_->core.set_agencies(impl_->options.dev ? nullptr : std::move(agencies));
+}
+
 Result<std::string> Server::bind() {
   auto& s = impl_->socket;
   try {
+    if (!impl_->options.dev) {
+      if (impl_->options.curve_secret_key.size() != 40) {
+        return unexpected(Errc::kInvalidArgument, "no CURVE secret key for the broker");
+      }
+      Impl* im = impl_.get();
+      impl_->zap = std::make_unique<ZapHandler>(impl_->context, [im] { return im->agencies(); });
+      s.set(zmq::sockopt::curve_server, 1);
+      s.set(zmq::sockopt::curve_secretkey, impl_->options.curve_secret_key);
+      s.set(zmq::sockopt::zap_domain, "kolabus");
+      // ZMQ_ZAP_ENFORCE_DOMAIN (a draft name, honoured by Debian's libzmq): fail
+      // closed if the ZAP handler is ever missing.
+      const int one = 1;
+      zmq_setsockopt(s.handle(), 93, &one, sizeof one);
+    }
     s.set(zmq::sockopt::router_mandatory, 1);
     s.set(zmq::sockopt::linger, 0);
     // Frames a little over the limit are read and answered FrameTooLarge; far
@@ -528,6 +674,9 @@ void Server::run() {
       if (!batch.empty()) im.commit(batch);
     }
     im.deliver();
+    if (reload_.exchange(false) && reload_handler_) {
+      if (auto fresh = reload_handler_()) set_agencies(std::move(fresh));
+    }
     const auto now = Clock::now();
     if (now - last_stats > std::chrono::milliseconds(im.options.stats_interval_ms)) {
       const auto& s = im.core.stats();

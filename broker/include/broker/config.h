@@ -21,6 +21,11 @@ struct Config {
   // events go to the consumer's other clients.
   TimeMs client_timeout_ms = 15000;
   std::string log_level = "info";
+  // [security]: mode "curve" (the default: CURVE on the endpoint, agencies from the
+  // registry) or "dev" (no CURVE, loopback only; --dev).
+  bool dev = false;
+  std::string key_file;       // the broker's key pair (kolabus keygen broker)
+  std::string agencies_file;  // the agency registry
 };
 
 // Reads a TOML file. Errors name the file, the key and what is wrong.

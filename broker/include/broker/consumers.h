@@ -146,6 +146,8 @@ class Consumers {
 
   // ---- operator commands ----
   std::vector<ConsumerStatus> list() const;
+  // The consumer's configuration, or nullopt if there is none of that name.
+  std::optional<ConsumerSpec> spec(std::string_view owner, std::string_view name) const;
   CommandResult<ConsumerStatus> seek(std::string_view owner, std::string_view name,
                                      protocol::StartPolicy policy, std::uint64_t sequence,
                                      TimeMs time);

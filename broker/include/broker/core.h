@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -20,6 +21,7 @@
 #include <variant>
 #include <vector>
 
+#include <broker/agencies.h>
 #include <common/clock.h>
 #include <common/ids.h>
 #include <schemas/protocol_generated.h>
@@ -86,6 +88,11 @@ class Core {
   // StorageUnavailable (retryable) and nothing of the batch is stored.
   std::vector<PublishOutcome> publish_batch(std::span<const PublishRequest> requests);
 
+  // The registry that decides what each agency may publish; null (development
+  // mode) lets every connection publish everything. Takes effect from the next
+  // batch.
+  void set_agencies(std::shared_ptr<const Agencies> agencies) { agencies_ = std::move(agencies); }
+
   // The events the last publish_batch stored, in sequence order (empty when it
   // stored none). Valid until the next publish_batch.
   const std::vector<AppendedEvent>& last_appended() const { return appended_; }
@@ -100,6 +107,7 @@ class Core {
   CoreOptions options_;
   CoreStats stats_;
   std::vector<AppendedEvent> appended_;
+  std::shared_ptr<const Agencies> agencies_;
   // Receive times never go backwards in log order, even if the wall clock does, so
   // that a consumer can be positioned by time with a binary search.
   TimeMs last_received_at_ = 0;

@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -34,9 +35,12 @@ struct ServerOptions {
   // Bounds on one drain (and so on one group commit).
   std::size_t max_batch_messages = 1024;
   std::size_t max_batch_bytes = 16 << 20;
-  // The agency recorded as the source of events on connections that carry no
-  // authenticated identity (development mode: no CURVE yet).
+  // Development mode: no CURVE, every connection is `dev_agency` and may do
+  // everything. Only for loopback endpoints (main refuses others).
+  bool dev = false;
   std::string dev_agency = "dev";
+  // The broker's CURVE secret key (Z85), REQUIRED unless dev.
+  std::string curve_secret_key;
   // How often counters are logged when they changed.
   int stats_interval_ms = 10000;
 };
@@ -52,14 +56,27 @@ class Server {
   // chosen when the configured port was "*").
   Result<std::string> bind();
 
+  // The agency registry: the ZAP handler admits its keys; commands are checked
+  // against its grants. REQUIRES (unless dev): set before bind(). May be called
+  // again later (a reload): new connections and commands see the new registry.
+  void set_agencies(std::shared_ptr<const Agencies> agencies);
+
   // Serves until request_stop(). REQUIRES: bind() succeeded.
   void run();
   void request_stop() { stop_.store(true); }
+  // Asks the loop to call the reload handler (from a SIGHUP handler: it only sets
+  // an atomic flag). The handler returns the new registry, or null to keep the old.
+  void request_reload() { reload_.store(true); }
+  void set_reload_handler(std::function<std::shared_ptr<const Agencies>()> handler) {
+    reload_handler_ = std::move(handler);
+  }
 
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
   std::atomic<bool> stop_{false};
+  std::atomic<bool> reload_{false};
+  std::function<std::shared_ptr<const Agencies>()> reload_handler_;
 };
 
 }  // namespace kolabus::broker

@@ -1,0 +1,70 @@
+// broker::Agencies: the agency registry (agencies.toml) — who may connect (their
+// CURVE public keys) and what each may do: publish (kinds x region prefixes),
+// subscribe (kinds x region prefixes, checked when a consumer is created, attached
+// to again and replayed), operate (consumers of others, replay, dead letters).
+//
+// An agency is identified by the key its connection authenticated with (the ZAP
+// handler maps the key to the agency's name, which ZeroMQ hands the server as the
+// User-Id of every message); never by a field of a message.
+//
+// Thread-safety: immutable after load; share it through a shared_ptr<const
+// Agencies> (shared: the ZAP thread and the server loop both hold the current
+// registry while a reload swaps in a new one).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <common/result.h>
+#include <schemas/regions.h>
+
+namespace kolabus::broker {
+
+// A permission over events: kinds x region prefixes. `all_*` stands for "*".
+struct Grant {
+  bool all_kinds = false;
+  std::vector<std::uint8_t> kinds;  // kolabus.events.Payload values, sorted
+  bool all_regions = false;
+  std::vector<std::string> regions;  // prefixes of 2, 4, 6 or 10 digits
+
+  // An event of routing kind `kind` (corrections: the corrected kind) concerning
+  // `event_regions` (10-digit codes), at least one of which lies inside the grant
+  // (a move out of the city is the city's registry's to publish).
+  bool allows_event(std::uint8_t kind, const std::vector<std::string>& event_regions) const;
+  // A consumer filter (empty = every kind / every region) lies within the grant.
+  bool covers(const std::vector<std::uint8_t>& kinds,
+              const std::vector<std::string>& prefixes) const;
+  std::string describe() const;  // "births, deaths in 1271, 1207"
+};
+
+struct Agency {
+  std::string name;
+  std::string public_key;  // Z85
+  std::optional<Grant> publish;
+  std::optional<Grant> subscribe;
+  bool operate = false;
+};
+
+class Agencies {
+ public:
+  // Reads agencies.toml. Errors name the file, the agency and the key.
+  static Result<Agencies> load(const std::string& path, const schemas::RegionTable& regions);
+  static Result<Agencies> parse(std::string_view toml_text, const std::string& path,
+                                const schemas::RegionTable& regions);
+
+  const Agency* by_key(std::string_view public_key_z85) const;
+  const Agency* by_name(std::string_view name) const;
+  std::size_t size() const { return agencies_.size(); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  std::vector<Agency> agencies_;
+  std::map<std::string, std::size_t, std::less<>> by_key_, by_name_;
+};
+
+}  // namespace kolabus::broker

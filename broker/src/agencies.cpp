@@ -1,0 +1,209 @@
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <toml++/toml.h>
+
+#include <broker/agencies.h>
+#include <common/keys.h>
+#include <storage/event_log.h>
+
+namespace kolabus::broker {
+
+namespace {
+
+const char* kind_plural(std::uint8_t k) {
+  switch (k) {
+    case 1:
+      return "births";
+    case 2:
+      return "deaths";
+    case 3:
+      return "moves";
+    default:
+      return "?";
+  }
+}
+
+bool within(std::string_view code, const std::vector<std::string>& prefixes) {
+  return std::any_of(prefixes.begin(), prefixes.end(),
+                     [&](const std::string& p) { return code.substr(0, p.size()) == p; });
+}
+
+}  // namespace
+
+bool Grant::allows_event(std::uint8_t kind, const std::vector<std::string>& event_regions) const {
+  if (!all_kinds && !std::binary_search(kinds.begin(), kinds.end(), kind)) return false;
+  if (all_regions) return true;
+  // A move out of the city is the city's to publish: one end inside is enough.
+  return std::any_of(event_regions.begin(), event_regions.end(),
+                     [&](const std::string& r) { return within(r, regions); });
+}
+
+bool Grant::covers(const std::vector<std::uint8_t>& want_kinds,
+                   const std::vector<std::string>& prefixes) const {
+  if (!all_kinds) {
+    if (want_kinds.empty()) return false;  // every kind asked for, not all granted
+    for (std::uint8_t k : want_kinds) {
+      if (!std::binary_search(kinds.begin(), kinds.end(), k)) return false;
+    }
+  }
+  if (all_regions) return true;
+  if (prefixes.empty()) return false;
+  return std::all_of(prefixes.begin(), prefixes.end(),
+                     [&](const std::string& p) { return within(p, regions); });
+}
+
+std::string Grant::describe() const {
+  std::string s;
+  if (all_kinds) {
+    s = "every kind";
+  } else {
+    for (std::size_t i = 0; i < kinds.size(); ++i)
+      s += (i ? ", " : "") + std::string(kind_plural(kinds[i]));
+  }
+  s += " in ";
+  if (all_regions) return s + "every region";
+  for (std::size_t i = 0; i < regions.size(); ++i) s += (i ? ", " : "") + regions[i];
+  return s;
+}
+
+Result<Agencies> Agencies::load(const std::string& path, const schemas::RegionTable& regions) {
+  std::ifstream in(path);
+  if (!in) return unexpected(Errc::kNotFound, path + ": cannot open the agency registry");
+  std::stringstream text;
+  text << in.rdbuf();
+  return parse(text.str(), path, regions);
+}
+
+Result<Agencies> Agencies::parse(std::string_view toml_text, const std::string& path,
+                                 const schemas::RegionTable& regions) {
+  toml::table root;
+  try {
+    root = toml::parse(toml_text, path);
+  } catch (const toml::parse_error& e) {
+    return unexpected(Errc::kInvalidArgument, path + ": line " +
+                                                  std::to_string(e.source().begin.line) + ": " +
+                                                  std::string(e.description()));
+  }
+  Agencies out;
+  out.path_ = path;
+  for (const auto& [k, v] : root) {
+    if (k.str() != "agency") {
+      return unexpected(Errc::kInvalidArgument, path + ": unknown key '" + std::string(k.str()) +
+                                                    "' ([[agency]] entries only)");
+    }
+  }
+  const auto* list = root["agency"].as_array();
+  if (list == nullptr) {
+    return unexpected(Errc::kInvalidArgument, path + ": no [[agency]] entries");
+  }
+  for (std::size_t i = 0; i < list->size(); ++i) {
+    const auto* t = (*list)[i].as_table();
+    std::string where = path + ": agency[" + std::to_string(i) + "]";
+    if (t == nullptr) return unexpected(Errc::kInvalidArgument, where + " must be a table");
+    auto bad = [&](const std::string& what) {
+      return unexpected(Errc::kInvalidArgument, where + ": " + what);
+    };
+    for (const auto& [k, v] : *t) {
+      const std::string key(k.str());
+      if (key != "name" && key != "public_key" && key != "publish" && key != "subscribe" &&
+          key != "operate") {
+        return bad("unknown key '" + key + "'");
+      }
+    }
+    Agency a;
+    a.name = (*t)["name"].value_or(std::string());
+    if (a.name.empty() || a.name.size() > 64 ||
+        a.name.find_first_not_of(
+            "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") !=
+            std::string::npos) {
+      return bad("name must be 1 to 64 characters of A-Z a-z 0-9 . _ -");
+    }
+    where = path + ": agency '" + a.name + "'";
+    const std::string key_spec = (*t)["public_key"].value_or(std::string());
+    if (key_spec.empty()) return bad("public_key is required (a Z85 key or a .pub file)");
+    // A .pub path is relative to the registry file, so a registry and its keys move
+    // together.
+    std::string key_path = key_spec;
+    if (!is_z85_key(key_spec) && !key_spec.empty() && key_spec[0] != '/') {
+      const auto base = std::filesystem::path(path).parent_path();
+      if (!base.empty()) key_path = (base / key_spec).string();
+    }
+    auto key = load_public_key(key_path);
+    if (!key) return bad("public_key: " + key.error().message);
+    a.public_key = *key;
+    a.operate = (*t)["operate"].value_or(false);
+    for (const char* which : {"publish", "subscribe"}) {
+      const toml::node* node = t->get(which);
+      if (node == nullptr) continue;
+      const auto* g = node->as_table();
+      if (g == nullptr)
+        return bad(std::string(which) + " must be a table { kinds = [...], regions = [...] }");
+      Grant grant;
+      for (const auto& [k, v] : *g) {
+        if (k.str() != "kinds" && k.str() != "regions") {
+          return bad(std::string(which) + ": unknown key '" + std::string(k.str()) + "'");
+        }
+      }
+      const auto* kinds = (*g)["kinds"].as_array();
+      const auto* regs = (*g)["regions"].as_array();
+      if (kinds == nullptr || regs == nullptr) {
+        return bad(std::string(which) + " needs kinds and regions (\"*\" for all)");
+      }
+      for (const auto& kn : *kinds) {
+        const std::string kind = kn.value_or(std::string());
+        if (kind == "*")
+          grant.all_kinds = true;
+        else if (kind == "birth")
+          grant.kinds.push_back(1);
+        else if (kind == "death")
+          grant.kinds.push_back(2);
+        else if (kind == "move")
+          grant.kinds.push_back(3);
+        else
+          return bad(std::string(which) + ".kinds: '" + kind + "' is not birth, death, move or *");
+      }
+      std::sort(grant.kinds.begin(), grant.kinds.end());
+      for (const auto& rn : *regs) {
+        const std::string r = rn.value_or(std::string());
+        if (r == "*") {
+          grant.all_regions = true;
+        } else if (!storage::is_region_prefix(r) || regions.find(r) == nullptr) {
+          return bad(std::string(which) + ".regions: '" + r +
+                     "' is not a province, regency, district or village code in the list");
+        } else {
+          grant.regions.push_back(r);
+        }
+      }
+      if (!grant.all_kinds && grant.kinds.empty())
+        return bad(std::string(which) + ".kinds is empty");
+      if (!grant.all_regions && grant.regions.empty()) {
+        return bad(std::string(which) + ".regions is empty");
+      }
+      (std::string(which) == "publish" ? a.publish : a.subscribe) = std::move(grant);
+    }
+    if (out.by_name_.contains(a.name)) return bad("the name is used twice");
+    if (out.by_key_.contains(a.public_key)) {
+      return bad("public_key is also agency '" +
+                 out.agencies_[out.by_key_.find(a.public_key)->second].name + "'s");
+    }
+    out.by_name_.emplace(a.name, out.agencies_.size());
+    out.by_key_.emplace(a.public_key, out.agencies_.size());
+    out.agencies_.push_back(std::move(a));
+  }
+  return out;
+}
+
+const Agency* Agencies::by_key(std::string_view k) const {
+  auto it = by_key_.find(k);
+  return it == by_key_.end() ? nullptr : &agencies_[it->second];
+}
+
+const Agency* Agencies::by_name(std::string_view n) const {
+  auto it = by_name_.find(n);
+  return it == by_name_.end() ? nullptr : &agencies_[it->second];
+}
+
+}  // namespace kolabus::broker
