@@ -54,6 +54,8 @@ def parse_args():
     p.add_argument("--broker", required=True, help="path to kolabus-broker")
     p.add_argument("--schemas", required=True, help="dir with flatc --python output")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (debugging)")
+    p.add_argument("--curve", action="store_true",
+                   help="run the broker with CURVE and an agency registry (PROTOCOL.md section 1)")
     return p.parse_args()
 
 
@@ -62,6 +64,7 @@ sys.path.insert(0, os.path.abspath(ARGS.schemas))
 
 import flatbuffers  # noqa: E402
 import zmq  # noqa: E402
+import zmq.utils.monitor  # noqa: E402
 from kolabus.events import (  # noqa: E402
     Birth,
     Death,
@@ -84,6 +87,40 @@ from kolabus.protocol import (  # noqa: E402
     Request,
     Response,
 )
+
+
+# ---------------------------------------------------------------- CURVE
+# With --curve: the broker's key pair and this agency's, made with pyzmq; the
+# agency registry lists this agency's public key only.
+CURVE = {}
+
+
+def curve_setup(tmp):
+    server_pub, server_sec = zmq.curve_keypair()
+    client_pub, client_sec = zmq.curve_keypair()
+    CURVE.update(server_pub=server_pub, client_pub=client_pub, client_sec=client_sec)
+    key_file = os.path.join(tmp, "broker.key")
+    fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f'public-key = "{server_pub.decode()}"\nsecret-key = "{server_sec.decode()}"\n')
+    registry = os.path.join(tmp, "agencies.toml")
+    with open(registry, "w") as f:
+        f.write('[[agency]]\nname = "python-agency"\n'
+                f'public_key = "{client_pub.decode()}"\n'
+                'publish = { kinds = ["*"], regions = ["1271"] }\n')
+    return ["--key", key_file, "--agencies", registry]
+
+
+def client_socket(ctx, kind, keys=None):
+    """A socket set up as section 1 says: CURVE keys before connect."""
+    sock = ctx.socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    if CURVE:
+        pub, sec = keys or (CURVE["client_pub"], CURVE["client_sec"])
+        sock.curve_serverkey = CURVE["server_pub"]
+        sock.curve_publickey = pub
+        sock.curve_secretkey = sec
+    return sock
 
 
 # ---------------------------------------------------------------- encoding
@@ -342,7 +379,8 @@ def expect_ack(r, corr, event_id, sequence, duplicate):
 def start_broker(tmp):
     endpoint_file = os.path.join(tmp, "endpoint")
     log = open(os.path.join(tmp, "broker.log"), "wb")
-    cmd = [ARGS.broker, "--data-dir", os.path.join(tmp, "data"),
+    security = curve_setup(tmp) if ARGS.curve else ["--dev"]
+    cmd = [ARGS.broker, "--data-dir", os.path.join(tmp, "data"), *security,
            "--endpoint", "tcp://127.0.0.1:*", "--endpoint-file", endpoint_file,
            "--log-level", "warn"]
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
@@ -391,8 +429,7 @@ def print_broker_log(tmp):
 
 
 def run_checks(endpoint, ctx, check):
-    dealer = ctx.socket(zmq.DEALER)
-    dealer.setsockopt(zmq.LINGER, 0)
+    dealer = client_socket(ctx, zmq.DEALER)
     dealer.connect(endpoint)
 
     birth_id = uuid7()
@@ -445,7 +482,7 @@ def run_checks(endpoint, ctx, check):
         return str(r)
 
     def req_socket_publish():
-        req = ctx.socket(zmq.REQ)
+        req = client_socket(ctx, zmq.REQ)
         req.setsockopt(zmq.LINGER, 0)
         req.connect(endpoint)
         try:
@@ -475,6 +512,30 @@ def run_checks(endpoint, ctx, check):
     check.run("5. Ping -> Pong next_sequence 4", ping)
     check.run("6. REQ socket publish -> PublishAck seq 4", req_socket_publish)
     check.run("7. garbage frame -> Nack MalformedFrame corr 0", garbage_frame)
+
+    def unknown_key_refused():
+        # Section 1: a key the registry does not list is refused in the handshake;
+        # send() still succeeds, only the socket monitor tells.
+        stranger = client_socket(ctx, zmq.DEALER, zmq.curve_keypair())
+        monitor = stranger.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+        try:
+            stranger.connect(endpoint)
+            stranger.send(build_ping(801))
+            if not monitor.poll(RECV_TIMEOUT_S * 1000):
+                raise AssertionError("no handshake failure reported for an unknown key")
+            event = zmq.utils.monitor.recv_monitor_message(monitor)
+            expect(event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH, "HANDSHAKE_FAILED_AUTH")
+            expect(event["value"] == 400, "ZAP status 400")
+            expect(stranger.poll(300) == 0, "no reply to a refused client")
+            return f"refused: event {event['event']} status {event['value']}"
+        finally:
+            stranger.disable_monitor()
+            monitor.close(0)
+            stranger.close(0)
+
+    if CURVE:
+        check.run("8. CURVE: a key not in the registry is refused (monitor: status 400)",
+                  unknown_key_refused)
     dealer.close(0)
 
 

@@ -3,6 +3,7 @@
 // like an operator (or a power cut) would.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -55,6 +56,10 @@ class BrokerProcess {
       std::vector<std::string> args{KOLABUS_BROKER_BIN, "--data-dir",  data_dir_,
                                     "--endpoint",       endpoint,      "--endpoint-file",
                                     endpoint_file,      "--log-level", "warn"};
+      // Development mode (no CURVE) unless the test gives the broker its keys.
+      if (std::find(extra_.begin(), extra_.end(), "--key") == extra_.end()) {
+        args.push_back("--dev");
+      }
       args.insert(args.end(), extra_.begin(), extra_.end());
       std::vector<char*> argv;
       for (auto& a : args) argv.push_back(a.data());

@@ -109,8 +109,8 @@ TEST_CASE("Spool end to end: N good lines reach the log once each, M bad ones th
   test::BrokerProcess broker(dir.str("broker"));
   auto pub = client::Publisher::open(options(broker.endpoint(), dir.str("outbox")));
   REQUIRE(pub.has_value());
-  adapters::AgencyContext ctx{"disdukcapil-medan", broker.endpoint(), dir.str("agency"), pub->get(),
-                              nullptr};
+  adapters::AgencyContext ctx{"disdukcapil-medan", broker.endpoint(), dir.str("agency"),
+                              pub->get(),          nullptr,           {}};
 
   auto made = adapters::SpoolAdapter::create(
       test::spool_table(test::birth_config(spool.string(), "poll_ms = 20")), ctx);
@@ -202,7 +202,7 @@ TEST_CASE("Spool end to end: a half-processed file is neither lost nor published
     auto pub = client::Publisher::open(options(broker.endpoint(), dir.str("outbox")));
     REQUIRE(pub.has_value());
     adapters::AgencyContext ctx{"disdukcapil-medan", broker.endpoint(), dir.str("agency"),
-                                pub->get(), nullptr};
+                                pub->get(),          nullptr,           {}};
     auto made = adapters::SpoolAdapter::create(test::spool_table(cfg), ctx);
     REQUIRE(made.has_value());
     auto& adapter = **made;
@@ -228,7 +228,7 @@ TEST_CASE("Spool: files being written, hidden or of another format are left alon
   // No broker needed: the outbox keeps what it cannot send.
   auto pub = client::Publisher::open(options("tcp://127.0.0.1:1", dir.str("outbox")));
   REQUIRE(pub.has_value());
-  adapters::AgencyContext ctx{"a", "tcp://127.0.0.1:1", dir.str("agency"), pub->get(), nullptr};
+  adapters::AgencyContext ctx{"a", "tcp://127.0.0.1:1", dir.str("agency"), pub->get(), nullptr, {}};
   auto made =
       adapters::SpoolAdapter::create(test::spool_table(test::birth_config(spool.string())), ctx);
   REQUIRE(made.has_value());
@@ -265,7 +265,7 @@ TEST_CASE("Spool: when the outbox refuses the batch the file stays and is retrie
   o.max_message_bytes = 64;  // every event is "too large": publish_batch fails
   auto pub = client::Publisher::open(o);
   REQUIRE(pub.has_value());
-  adapters::AgencyContext ctx{"a", "tcp://127.0.0.1:1", dir.str("agency"), pub->get(), nullptr};
+  adapters::AgencyContext ctx{"a", "tcp://127.0.0.1:1", dir.str("agency"), pub->get(), nullptr, {}};
   auto made =
       adapters::SpoolAdapter::create(test::spool_table(test::birth_config(spool.string())), ctx);
   REQUIRE(made.has_value());
@@ -287,7 +287,7 @@ TEST_CASE("Spool: an unreadable (binary) file is rejected line by line and moved
   fs::create_directories(spool);
   auto pub = client::Publisher::open(options("tcp://127.0.0.1:1", dir.str("outbox")));
   REQUIRE(pub.has_value());
-  adapters::AgencyContext ctx{"a", "tcp://127.0.0.1:1", dir.str("agency"), pub->get(), nullptr};
+  adapters::AgencyContext ctx{"a", "tcp://127.0.0.1:1", dir.str("agency"), pub->get(), nullptr, {}};
   auto made =
       adapters::SpoolAdapter::create(test::spool_table(test::birth_config(spool.string())), ctx);
   REQUIRE(made.has_value());
