@@ -33,6 +33,9 @@ SINKS = [
     ("kec-medan-kota", "kec-medan-kota", [], ["127101"], ("ward", None)),
 ]
 SOURCES = ["disdukcapil", "rsud-pirngadi"]
+# Agency names (as in examples/agencies.toml and each config's [agency] name).
+AGENCIES = ["disdukcapil-medan", "rsud-pirngadi", "dinkes-medan", "dinsos-medan", "kpu-medan",
+            "kel-pasar-baru", "kel-pusat-pasar", "kec-medan-kota"]
 
 procs = {}
 env = dict(os.environ)
@@ -108,7 +111,8 @@ def ward_report(agency):
 
 
 def log_count():
-    return sum(1 for o in kolabus_json("replay", "--from", "1") if "sequence" in o)
+    return sum(1 for o in kolabus_json("replay", "--from", "1", "--regions", "1271")
+               if "sequence" in o)
 
 
 def consumers():
@@ -167,15 +171,31 @@ def main():
     os.makedirs(os.path.join(DEMO, "logs"))
     t0 = time.time()
 
-    say("1. Start the broker (RocksDB log under var/demo/broker) and a stand-in for the "
-        "agencies' HTTP systems")
+    say("1. Keys: a CURVE key pair for the broker and for each agency; the agency registry "
+        "(examples/agencies.toml) lists their public keys and grants")
+    keys = os.path.join(DEMO, "keys")
+    for name in ["broker"] + AGENCIES:
+        r = run([KOLABUS, "keygen", name, "--dir", keys])
+        if r.returncode != 0:
+            raise SystemExit(f"demo: kolabus keygen {name} failed: {r.stderr.strip()}")
+    registry = os.path.join(DEMO, "agencies.toml")  # its keys/NAME.pub paths: keys beside it
+    shutil.copy(os.path.join(ROOT, "examples", "agencies.toml"), registry)
+    print(f"{len(AGENCIES)} agencies + the broker, keys in {keys}")
+
+    say("2. Start the broker (CURVE on; RocksDB log under var/demo/broker) and a stand-in "
+        "for the agencies' HTTP systems")
     endpoint_file = os.path.join(DEMO, "broker.endpoint")
-    start("broker", [BROKER, "--config", "examples/broker.toml", "--data-dir",
+    start("broker", [BROKER, "--config", "examples/broker.toml", "--key",
+                     os.path.join(keys, "broker.key"), "--agencies", registry,
+                     "--data-dir",
                      os.path.join(DEMO, "broker"), "--endpoint", "tcp://127.0.0.1:*",
                      "--endpoint-file", endpoint_file])
     wait_for("the broker", lambda: os.path.exists(endpoint_file))
     env["KOLABUS_BROKER"] = open(endpoint_file).read().strip()
     env["KOLABUS_OUTBOX"] = os.path.join(DEMO, "cli-outbox")
+    # The operator's commands below run as the civil registry, which may operate.
+    env["KOLABUS_KEY"] = os.path.join(keys, "disdukcapil-medan.key")
+    env["KOLABUS_SERVER_KEY"] = os.path.join(keys, "broker.pub")
     port_file = os.path.join(DEMO, "receiver.port")
     start("receiver", [RECEIVER, "--port-file", port_file, "--dir",
                        os.path.join(DEMO, "receiver"), "--fail-first", "2"])
@@ -185,12 +205,12 @@ def main():
     env["KOLABUS_GATEWAY_PORT"] = str(free_port())
     print(f"broker {env['KOLABUS_BROKER']}, agency systems {env['KOLABUS_RECEIVER']}")
 
-    say("2. Start one adapter process per agency (examples/medan/*.toml)")
+    say("3. Start one adapter process per agency (examples/medan/*.toml)")
     for agency in SOURCES + [s[0] for s in SINKS]:
         start(agency, [ADAPTER, "--config", os.path.join(MEDAN, agency + ".toml")])
         print(f"  {agency}")
 
-    say("3. Disdukcapil exports 400 events (kolabus JSON Lines) and a SIAK CSV of births; "
+    say("4. Disdukcapil exports 400 events (kolabus JSON Lines) and a SIAK CSV of births; "
         "the hospital posts births to its gateway")
     gen = run([KOLABUS, "gen", "--count", "400", "--seed", "11", "--focus", "127101",
                "--focus-share", "0.4"])
@@ -209,10 +229,19 @@ def main():
         for line in f:
             print("  " + json.loads(line)["reason"])
 
-    say("4. Where the events went: each office has exactly the events of its filter")
+    say("5. Where the events went: each office has exactly the events of its filter")
     ok = table()
 
-    say("5. Kelurahan Pusat Pasar's adapter stops; 150 more events are published")
+    say("6. Each agency only what its grant allows: Pasar Baru's key asks for Pusat Pasar's "
+        "events")
+    r = run([KOLABUS, "tail", "--consumer", "peek", "--regions", "1271011002", "--start",
+             "earliest", "--timeout", "2", "--inbox", os.path.join(DEMO, "peek-inbox"), "--key",
+             os.path.join(keys, "kel-pasar-baru.key")])
+    print(f"kolabus tail --regions 1271011002 (as kel-pasar-baru) -> exit {r.returncode}: "
+          f"{r.stderr.strip()}")
+    ok = ok and r.returncode != 0 and "NotAuthorised" in r.stderr
+
+    say("7. Kelurahan Pusat Pasar's adapter stops; 150 more events are published")
     stop("kel-pusat-pasar")
     gen = run([KOLABUS, "gen", "--count", "150", "--seed", "12", "--focus", "1271011002",
                "--focus-share", "0.3"])
@@ -222,13 +251,13 @@ def main():
     c = consumers()["kel-pusat-pasar"]
     print(f"kel-pusat-pasar is behind: lag {c['lag']} events, {c['clients']} clients attached")
 
-    say("6. It starts again and catches up from where it stopped")
+    say("8. It starts again and catches up from where it stopped")
     start("kel-pusat-pasar", [ADAPTER, "--config", os.path.join(MEDAN, "kel-pusat-pasar.toml")])
     wait_for("kel-pusat-pasar to catch up",
              lambda: "kel-pusat-pasar" in consumers() and settled(), 60)
     print(run([KOLABUS, "consumers"]).stdout)
 
-    say("7. Summary")
+    say("9. Summary")
     ok = table() and ok
     print(run([ADAPTER, "report", "--config", os.path.join(MEDAN, "kec-medan-kota.toml"),
                "--from", "2020-01-01", "--to", "2030-12-31"]).stdout)

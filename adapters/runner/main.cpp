@@ -18,6 +18,7 @@
 #include <adapters/spool.h>
 #include <adapters/ward.h>
 #include <adapters/webhook.h>
+#include <common/keys.h>
 
 namespace {
 
@@ -86,7 +87,8 @@ Result<Loaded> load(const std::string& path, const std::string& broker_override)
   if (agency == nullptr) return unexpected(Errc::kInvalidArgument, path + ": [agency] is required");
   for (const auto& [k, v] : *agency) {
     const std::string key(k.str());
-    if (key != "name" && key != "broker" && key != "data_dir") {
+    if (key != "name" && key != "broker" && key != "data_dir" && key != "key" &&
+        key != "server_key") {
       return unexpected(Errc::kInvalidArgument, path + ": unknown key 'agency." + key + "'");
     }
   }
@@ -97,6 +99,26 @@ Result<Loaded> load(const std::string& path, const std::string& broker_override)
   l.ctx.broker = (*agency)["broker"].value_or(std::string("tcp://127.0.0.1:7400"));
   if (!broker_override.empty()) l.ctx.broker = broker_override;
   l.ctx.data_dir = (*agency)["data_dir"].value_or("var/adapters/" + l.ctx.agency);
+  // CURVE: this agency's key pair and the broker's public key, both or neither.
+  const std::string key = (*agency)["key"].value_or(std::string());
+  const std::string server_key = (*agency)["server_key"].value_or(std::string());
+  if (key.empty() != server_key.empty()) {
+    return unexpected(Errc::kInvalidArgument,
+                      path +
+                          ": agency.key and agency.server_key go together (CURVE), or "
+                          "neither (a --dev broker)");
+  }
+  if (!key.empty()) {
+    auto pair = load_key_pair(key);
+    if (!pair)
+      return unexpected(Errc::kInvalidArgument, path + ": agency.key: " + pair.error().message);
+    auto server = load_public_key(server_key);
+    if (!server) {
+      return unexpected(Errc::kInvalidArgument,
+                        path + ": agency.server_key: " + server.error().message);
+    }
+    l.ctx.curve = client::CurveOptions{*server, *pair};
+  }
   return l;
 }
 
@@ -152,6 +174,7 @@ int run(const std::string& config, const std::string& broker) {
     client::PublisherOptions po;
     po.endpoint = ctx.broker;
     po.outbox_dir = ctx.data_dir + "/outbox";
+    po.curve = ctx.curve;
     auto p = client::Publisher::open(po, [&hub](const client::Outcome& o) { hub.notify(o); });
     if (!p) {
       spdlog::error("cannot open the outbox {}: {}", po.outbox_dir, p.error().to_string());

@@ -55,6 +55,7 @@ class WardAdapter final : public Adapter {
     }
     client::ConsumerOptions o;
     o.endpoint = ctx_.broker;
+    o.curve = ctx_.curve;
     o.inbox_dir = ctx_.data_dir + "/inbox-" + config_.consumer;
     o.name = config_.consumer;
     o.regions = config_.regions;

@@ -71,6 +71,9 @@ struct AgencyContext {
   // has no source adapter.
   client::Publisher* publisher = nullptr;
   OutcomeHub* outcomes = nullptr;
+  // CURVE for every connection of the agency (its key pair, the broker's public
+  // key); empty against a --dev broker. Sinks put it into their ConsumerOptions.
+  client::CurveOptions curve;
 };
 
 class Adapter {
