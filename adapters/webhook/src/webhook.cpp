@@ -47,8 +47,11 @@ struct WebhookConfig {
   std::uint32_t max_attempts = 20;
   std::uint32_t backoff_initial_ms = 500;
   std::uint32_t backoff_max_ms = 60000;
-  std::uint32_t window = 20;
-  std::uint32_t ack_wait_ms = 30000;
+  // Requests go one at a time, so fetching far ahead only lets the events at the back
+  // of the window wait out their ack_wait behind a slow endpoint (and count a wasted
+  // attempt each). A few is enough to hide the broker's round trip.
+  std::uint32_t window = 4;
+  std::uint32_t ack_wait_ms = 60000;
   std::vector<std::pair<std::string, std::string>> headers;
 };
 
@@ -217,11 +220,13 @@ Result<WebhookConfig> parse_config(const toml::table& t) {
   if (c.backoff_max_ms < c.backoff_initial_ms) {
     return kolabus::unexpected(config_error("backoff_max_ms", "must be >= backoff_initial_ms"));
   }
-  // One request can take connect + read timeouts; the broker must not redeliver the
-  // event while it is still in flight.
-  if (c.ack_wait_ms <= 2 * c.timeout_ms) {
+  // One request can take connect + read timeouts, and the last event of a full window
+  // waits for all before it: the broker must not redeliver an event still queued here.
+  const std::uint64_t worst = 2ULL * c.timeout_ms * c.window;
+  if (c.ack_wait_ms <= worst) {
     return kolabus::unexpected(config_error(
-        "ack_wait_ms", "must exceed 2 x timeout_ms (" + std::to_string(2 * c.timeout_ms) + ")"));
+        "ack_wait_ms", "must exceed 2 x timeout_ms x window (" + std::to_string(worst) +
+                           "): a full window behind a slow endpoint would be redelivered"));
   }
 
   if (const toml::node* h = t.get("headers")) {

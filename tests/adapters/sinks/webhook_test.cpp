@@ -137,7 +137,7 @@ toml::table webhook_table(const std::string& consumer, const std::string& url) {
   t.insert("backoff_initial_ms", 50);
   t.insert("backoff_max_ms", 1000);
   t.insert("timeout_ms", 1000);
-  t.insert("ack_wait_ms", 5000);
+  t.insert("ack_wait_ms", 9000);  // above 2 x timeout_ms x the default window of 4
   return t;
 }
 
@@ -343,6 +343,11 @@ TEST_CASE("Webhook: the table is checked, errors name the key") {
     toml::table t = ok;
     t.insert_or_assign("ack_wait_ms", 1500);  // timeout_ms 1000: a request may take 2000
     CHECK(error_of(t).find("ack_wait_ms") != std::string::npos);
+  }
+  SUBCASE("ack_wait_ms not above a full window of slow requests") {
+    toml::table t = ok;
+    t.insert("window", 10);  // 10 requests of up to 2 s each before the last is sent
+    CHECK(error_of(t).find("window") != std::string::npos);
   }
   SUBCASE("a header the adapter sets") {
     toml::table t = ok;
