@@ -73,7 +73,7 @@ struct AgencyContext {
   OutcomeHub* outcomes = nullptr;
   // CURVE for every connection of the agency (its key pair, the broker's public
   // key); empty against a --dev broker. Sinks put it into their ConsumerOptions.
-  client::CurveOptions curve;
+  client::CurveOptions curve{};
 };
 
 class Adapter {
