@@ -1,4 +1,6 @@
 #include <algorithm>
+#include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -109,7 +111,7 @@ Result<Agencies> Agencies::parse(std::string_view toml_text, const std::string& 
     for (const auto& [k, v] : *t) {
       const std::string key(k.str());
       if (key != "name" && key != "public_key" && key != "publish" && key != "subscribe" &&
-          key != "operate") {
+          key != "operate" && key != "agreement") {
         return bad("unknown key '" + key + "'");
       }
     }
@@ -184,6 +186,65 @@ Result<Agencies> Agencies::parse(std::string_view toml_text, const std::string& 
       }
       (std::string(which) == "publish" ? a.publish : a.subscribe) = std::move(grant);
     }
+    if (const toml::node* node = t->get("agreement")) {
+      const auto* g = node->as_table();
+      if (g == nullptr) {
+        return bad("agreement must be a table { pks, purpose, valid_from, valid_until }");
+      }
+      for (const auto& [k, v] : *g) {
+        const std::string name(k.str());
+        if (name != "pks" && name != "purpose" && name != "valid_from" && name != "valid_until" &&
+            name != "revoked") {
+          return bad("agreement: unknown key '" + name + "'");
+        }
+      }
+      Agreement ag;
+      ag.pks = (*g)["pks"].value_or(std::string());
+      ag.purpose = (*g)["purpose"].value_or(std::string());
+      if (ag.pks.empty() || ag.purpose.empty()) {
+        return bad("agreement needs pks (its number) and purpose");
+      }
+      // Dates are days of Indonesia's western time (WIB, UTC+7): TOML dates or
+      // "YYYY-MM-DD" strings.
+      auto day = [&](const char* field) -> std::optional<TimeMs> {
+        const toml::node* n = g->get(field);
+        if (n == nullptr) return std::nullopt;
+        int y = 0, m = 0, d = 0;
+        if (const auto* dv = n->as_date()) {
+          y = dv->get().year;
+          m = dv->get().month;
+          d = dv->get().day;
+        } else if (auto str = n->value<std::string>();
+                   !str || std::sscanf(str->c_str(), "%4d-%2d-%2d", &y, &m, &d) != 3) {
+          return std::nullopt;
+        }
+        if (m < 1 || m > 12 || d < 1 || d > 31) return std::nullopt;
+        // Days since the epoch (Howard Hinnant's days_from_civil).
+        y -= m <= 2;
+        const int era = (y >= 0 ? y : y - 399) / 400;
+        const unsigned yoe = static_cast<unsigned>(y - era * 400);
+        const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+        const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        const long days = era * 146097L + static_cast<long>(doe) - 719468;
+        return static_cast<TimeMs>(days) * 86400000 - 7 * 3600000LL;
+      };
+      const auto from = day("valid_from"), until = day("valid_until");
+      if (!from || !until) {
+        return bad(
+            "agreement.valid_from and agreement.valid_until are required dates "
+            "(2026-01-01)");
+      }
+      ag.valid_from = *from;
+      ag.valid_until = *until + 86400000;  // through the whole last day
+      if (ag.valid_until <= ag.valid_from) return bad("agreement ends before it begins");
+      ag.revoked = (*g)["revoked"].value_or(false);
+      a.agreement = std::move(ag);
+    }
+    if ((a.publish || a.subscribe) && !a.agreement) {
+      return bad(
+          "a publish or subscribe grant must name the data-sharing agreement it rests "
+          "on: agreement = { pks, purpose, valid_from, valid_until }");
+    }
     if (out.by_name_.contains(a.name)) return bad("the name is used twice");
     if (out.by_key_.contains(a.public_key)) {
       return bad("public_key is also agency '" +
@@ -194,6 +255,25 @@ Result<Agencies> Agencies::parse(std::string_view toml_text, const std::string& 
     out.agencies_.push_back(std::move(a));
   }
   return out;
+}
+
+std::optional<std::string> Agency::inactive_reason(TimeMs now) const {
+  if (!agreement) return std::nullopt;  // no data grants: nothing to stop
+  const Agreement& a = *agreement;
+  auto date = [](TimeMs t) {
+    const std::time_t s = static_cast<std::time_t>((t + 7 * 3600000LL) / 1000);
+    std::tm tm{};
+    gmtime_r(&s, &tm);
+    char buf[16];
+    std::strftime(buf, sizeof buf, "%Y-%m-%d", &tm);
+    return std::string(buf);
+  };
+  if (a.revoked) return "agreement " + a.pks + " is revoked";
+  if (now < a.valid_from) return "agreement " + a.pks + " is valid only from " + date(a.valid_from);
+  if (now >= a.valid_until) {
+    return "agreement " + a.pks + " expired on " + date(a.valid_until - 86400000);
+  }
+  return std::nullopt;
 }
 
 const Agency* Agencies::by_key(std::string_view k) const {

@@ -156,6 +156,9 @@ struct Consumers::State {
   std::vector<Consumer*> all_regions;
   // Consumers with something to send (due events, or new events with credit).
   std::set<Consumer*> work;
+  // Consumers held back because their owner is paused, and the predicate.
+  std::set<Consumer*> held;
+  std::function<bool(std::string_view)> paused;
   // Pending store writes.
   std::vector<storage::DeadLetterEntry> dead_out;
   std::vector<std::pair<storage::ConsumerKey, std::uint64_t>> dead_removed;
@@ -754,6 +757,7 @@ CommandResult<std::uint64_t> Consumers::remove(std::string_view owner, std::stri
   for (auto& [id, rec] : s_->clients) rec.consumers.erase(c);
   s_->route_remove(c);
   s_->work.erase(c);
+  s_->held.erase(c);
   s_->erased.push_back(c->key);
   std::erase_if(s_->dead_out, [&](const auto& d) { return d.key == c->key; });
   std::erase_if(s_->dead_removed, [&](const auto& d) { return d.first == c->key; });
@@ -898,10 +902,23 @@ std::vector<Delivery> Consumers::pump() {
     s.next_due = s.compute_next_due();
   }
   std::vector<Delivery> out;
+  // Held consumers whose owner may receive again go back to work.
+  for (auto it = s.held.begin(); it != s.held.end();) {
+    if (!s.paused || !s.paused((*it)->key.owner)) {
+      s.work.insert(*it);
+      it = s.held.erase(it);
+    } else {
+      ++it;
+    }
+  }
   std::vector<Consumer*> visit(s.work.begin(), s.work.end());
   s.work.clear();
   for (Consumer* c : visit) {
     if (c->clients.empty()) continue;  // revisited when a client attaches
+    if (s.paused && s.paused(c->key.owner)) {
+      s.held.insert(c);
+      continue;
+    }
     s.deliver(*c, now, out);
   }
   return out;
@@ -934,5 +951,9 @@ std::optional<TimeMs> Consumers::next_deadline() const {
 }
 
 std::uint64_t Consumers::sequence_at_time(TimeMs time) const { return s_->sequence_at_time(time); }
+
+void Consumers::set_paused(std::function<bool(std::string_view owner)> paused) {
+  s_->paused = std::move(paused);
+}
 
 }  // namespace kolabus::broker

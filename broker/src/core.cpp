@@ -25,9 +25,16 @@ Nack nack_from(const schemas::Violation& v) { return Nack{v.code, v.field, v.mes
 // Whether `source` may publish an event of `kind` concerning `regions`; the Nack
 // when not. Development mode (no registry) allows everything.
 std::optional<Nack> refuse_publish(const Agencies* agencies, std::string_view source,
-                                   std::uint8_t kind, const std::vector<std::string>& regions) {
+                                   std::uint8_t kind, const std::vector<std::string>& regions,
+                                   TimeMs now) {
   if (agencies == nullptr) return std::nullopt;
   const Agency* a = agencies->by_name(source);
+  if (a != nullptr) {
+    if (auto why = a->inactive_reason(now)) {
+      return Nack{ErrorCode::NotAuthorised, "",
+                  "agency '" + std::string(source) + "' may not publish: " + *why, false};
+    }
+  }
   if (a != nullptr && a->publish && a->publish->allows_event(kind, regions)) return std::nullopt;
   std::string what = "agency '" + std::string(source) + "' may not publish this event (kind " +
                      std::to_string(kind) + " in";
@@ -143,7 +150,7 @@ std::vector<PublishOutcome> Core::publish_batch(std::span<const PublishRequest> 
     // not even that an id exists. A correction is checked once its target is known.
     if (ev->payload_type() != events::Payload::Correction) {
       if (auto n = refuse_publish(agencies_.get(), requests[i].source,
-                                  static_cast<std::uint8_t>(ev->payload_type()), regions)) {
+                                  static_cast<std::uint8_t>(ev->payload_type()), regions, now)) {
         o.result = *n;
         continue;
       }
@@ -208,7 +215,7 @@ std::vector<PublishOutcome> Core::publish_batch(std::span<const PublishRequest> 
       }
       index_kind = static_cast<std::uint8_t>(info->kind) | kCorrectionBit;
       if (auto n = refuse_publish(agencies_.get(), requests[i].source,
-                                  static_cast<std::uint8_t>(info->kind), regions)) {
+                                  static_cast<std::uint8_t>(info->kind), regions, now)) {
         o.result = *n;
         continue;
       }

@@ -2,6 +2,7 @@
 #include <chrono>
 #include <functional>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -223,7 +224,24 @@ struct Server::Impl {
   SystemClock wall;
   Clock::time_point last_flush_error{};
 
-  Impl(Core& c, Consumers& cs, ServerOptions o) : core(c), consumers(cs), options(std::move(o)) {}
+  std::set<std::string> paused_agencies;  // logged when they stop and when they resume
+
+  Impl(Core& c, Consumers& cs, ServerOptions o) : core(c), consumers(cs), options(std::move(o)) {
+    if (options.dev) return;
+    // An agency whose agreement is not valid now receives nothing; its events wait.
+    consumers.set_paused([this](std::string_view owner) {
+      const auto reg = agencies();
+      const Agency* a = reg ? reg->by_name(owner) : nullptr;
+      const auto why = a ? a->inactive_reason(wall.now_ms()) : std::optional<std::string>();
+      const std::string name(owner);
+      if (why && paused_agencies.insert(name).second) {
+        spdlog::warn("deliveries to agency {} stopped: {}", name, *why);
+      } else if (!why && paused_agencies.erase(name) > 0) {
+        spdlog::info("deliveries to agency {} resumed", name);
+      }
+      return why.has_value();
+    });
+  }
 
   std::shared_ptr<const Agencies> agencies() {
     std::lock_guard lock(registry_mu);
@@ -377,6 +395,12 @@ struct Server::Impl {
                              const Filter& f) -> std::optional<CommandError> {
       if (options.dev) return std::nullopt;
       const Agency* a = reg ? reg->by_name(whose) : nullptr;
+      if (a != nullptr) {
+        if (auto why = a->inactive_reason(wall.now_ms())) {
+          return CommandError{ErrorCode::NotAuthorised, "",
+                              "agency '" + whose + "' may not receive events: " + *why};
+        }
+      }
       if (a != nullptr && a->subscribe && a->subscribe->covers(f.kinds, f.regions)) {
         return std::nullopt;
       }

@@ -24,11 +24,13 @@ public_key = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"
 publish = { kinds = ["*"], regions = ["1271"] }
 subscribe = { kinds = ["*"], regions = ["1271"] }
 operate = true
+agreement = { pks = "PKS/470/001/2026", purpose = "civil registration", valid_from = 2026-01-01, valid_until = 2030-12-31 }
 
 [[agency]]
 name = "kel-pasar-baru"
 public_key = "Yne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID"
 subscribe = { kinds = ["birth", "death", "move"], regions = ["1271011001"] }
+agreement = { pks = "PKS/470/002/2026", purpose = "ward register", valid_from = 2026-01-01, valid_until = 2026-11-30 }
 )";
 
 broker::Agencies registry() {
@@ -74,7 +76,9 @@ TEST_CASE("Agencies: mistakes in the registry are errors naming the agency and k
   auto parse = [](const std::string& text) {
     return broker::Agencies::parse(text, "agencies.toml", schemas::RegionTable::embedded());
   };
-  const std::string head = "[[agency]]\nname = \"x\"\npublic_key = \"" + kKeyA + "\"\n";
+  const std::string head = "[[agency]]\nname = \"x\"\npublic_key = \"" + kKeyA +
+                           "\"\nagreement = { pks = \"P\", purpose = \"p\", valid_from = "
+                           "2026-01-01, valid_until = 2026-12-31 }\n";
   SUBCASE("unknown key") {
     auto r = parse(head + "operat = true\n");
     REQUIRE_FALSE(r.has_value());
@@ -130,4 +134,52 @@ TEST_CASE("Core: an agency publishes only the kinds and regions of its grant") {
     CHECK(std::get<broker::Nack>(o.result).code == ErrorCode::NotAuthorised);
   }
   CHECK(log.next_sequence().value <= 2);
+}
+
+TEST_CASE("Agencies: an agreement outside its validity, or revoked, stops the agency") {
+  const auto reg = registry();
+  const auto* kel = reg.by_name("kel-pasar-baru");  // agreement valid through 2026-11-30 WIB
+  REQUIRE(kel->agreement.has_value());
+  CHECK_FALSE(kel->inactive_reason(kNow).has_value());
+  // 2026-11-30 23:59 WIB is still inside; 2026-12-01 00:00 WIB (17:00 UTC the day before) is not.
+  const TimeMs dec1_wib = 1796058000000;  // 2026-11-30T17:00:00Z
+  CHECK_FALSE(kel->inactive_reason(dec1_wib - 60000).has_value());
+  auto why = kel->inactive_reason(dec1_wib);
+  REQUIRE(why.has_value());
+  CHECK(why->find("PKS/470/002/2026 expired on 2026-11-30") != std::string::npos);
+  CHECK(kel->inactive_reason(1767200000000 - 400LL * kDay).has_value());  // before 2026
+
+  auto r2 = broker::Agencies::parse(
+      "[[agency]]\nname = \"x\"\npublic_key = \"" + kKeyA +
+          "\"\nsubscribe = { kinds = [\"*\"], regions = [\"1271\"] }\nagreement = { pks = "
+          "\"PKS/9\", purpose = \"p\", valid_from = 2026-01-01, valid_until = 2030-12-31, "
+          "revoked = true }\n",
+      "agencies.toml", schemas::RegionTable::embedded());
+  REQUIRE(r2.has_value());
+  CHECK(r2->by_name("x")->inactive_reason(kNow).value().find("revoked") != std::string::npos);
+
+  SUBCASE("a grant without an agreement is refused at load") {
+    auto r = broker::Agencies::parse(
+        "[[agency]]\nname = \"x\"\npublic_key = \"" + kKeyA +
+            "\"\nsubscribe = { kinds = [\"*\"], regions = [\"1271\"] }\n",
+        "agencies.toml", schemas::RegionTable::embedded());
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().message.find("agreement") != std::string::npos);
+  }
+}
+
+TEST_CASE("Core: publishing stops when the agency's agreement has expired") {
+  storage::MemoryEventLog log;
+  ManualClock clock{kNow};
+  broker::Core core{log, schemas::RegionTable::embedded(), clock};
+  core.set_agencies(std::make_shared<const broker::Agencies>(registry()));
+  const auto birth = test::make_birth("1271011001", kNow - kDay);
+  clock.set(1924992000000);  // 2031-01-01: past the registry's agreement (2030-12-31)
+  const broker::PublishRequest req{birth, "disdukcapil-medan"};
+  const auto o = core.publish_batch(std::span(&req, 1))[0];
+  REQUIRE_FALSE(o.acked());
+  CHECK(std::get<broker::Nack>(o.result).code == ErrorCode::NotAuthorised);
+  CHECK(std::get<broker::Nack>(o.result).message.find("expired on 2030-12-31") !=
+        std::string::npos);
+  CHECK(log.next_sequence().value == 1);
 }

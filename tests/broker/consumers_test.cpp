@@ -479,3 +479,19 @@ TEST_CASE("Consumers: an event's routing touches only the consumers it matches")
     CHECK(kelurahan[i % kelurahan.size()] == kelurahan[7]);
   }
 }
+
+TEST_CASE("Consumers: a paused owner gets nothing until it may receive again") {
+  Bus bus;
+  bool paused = false;
+  bus.consumers->set_paused([&](std::string_view owner) { return paused && owner == "dinkes"; });
+  bus.subscribe("c1", "kel", {}, {"1271011001"});
+  bus.publish({test::make_birth("1271011001", kNow - kDay)});
+  CHECK(seqs(bus.pump()["kel"]) == std::vector<std::uint64_t>{1});
+  bus.ack("kel", {1});
+  paused = true;  // the agreement expires
+  bus.publish({test::make_birth("1271011001", kNow - kDay)});
+  CHECK(bus.pump().empty());
+  CHECK(bus.pump().empty());
+  paused = false;  // a renewed agreement is loaded
+  CHECK(seqs(bus.pump()["kel"]) == std::vector<std::uint64_t>{2});
+}

@@ -107,7 +107,9 @@ def curve_setup(tmp):
     with open(registry, "w") as f:
         f.write('[[agency]]\nname = "python-agency"\n'
                 f'public_key = "{client_pub.decode()}"\n'
-                'publish = { kinds = ["*"], regions = ["1271"] }\n')
+                'publish = { kinds = ["*"], regions = ["1271"] }\n'
+                'agreement = { pks = "PKS/PY/1", purpose = "test", valid_from = 2020-01-01, '
+                'valid_until = 2099-12-31 }\n')
     return ["--key", key_file, "--agencies", registry]
 
 

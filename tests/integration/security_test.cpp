@@ -1,6 +1,7 @@
 // CURVE per agency on a real broker: only the registry's keys connect; each agency
 // publishes, receives and operates only within its grants; the source of an event
 // is the agency its key authenticates.
+#include <csignal>
 #include <fstream>
 #include <set>
 
@@ -35,18 +36,29 @@ struct SecureBus {
 
   SecureBus() {
     REQUIRE(write_key_pair(dir.str(), "broker", broker_keys, false).has_value());
-    std::ofstream(dir.str("agencies.toml"))
-        << "[[agency]]\nname = \"disdukcapil-medan\"\npublic_key = \"" << registry_keys.public_key
-        << "\"\npublish = { kinds = [\"*\"], regions = [\"1271\"] }\n"
-           "subscribe = { kinds = [\"*\"], regions = [\"1271\"] }\noperate = true\n\n"
-           "[[agency]]\nname = \"kel-pasar-baru\"\npublic_key = \""
-        << kelurahan_keys.public_key
-        << "\"\nsubscribe = { kinds = [\"*\"], regions = [\"1271011001\"] }\n";
+    write_registry("2099-12-31");
     broker = std::make_unique<test::BrokerProcess>(
         dir.str("data"), "tcp://127.0.0.1:*",
         std::vector<std::string>{"--key", dir.str("broker.key"), "--agencies",
                                  dir.str("agencies.toml")});
   }
+
+  // The registry; the kelurahan's agreement runs until `kelurahan_until`.
+  void write_registry(const std::string& kelurahan_until) {
+    std::ofstream(dir.str("agencies.toml"))
+        << "[[agency]]\nname = \"disdukcapil-medan\"\npublic_key = \"" << registry_keys.public_key
+        << "\"\npublish = { kinds = [\"*\"], regions = [\"1271\"] }\n"
+           "subscribe = { kinds = [\"*\"], regions = [\"1271\"] }\noperate = true\n"
+           "agreement = { pks = \"PKS/1\", purpose = \"registry\", valid_from = 2020-01-01, "
+           "valid_until = 2099-12-31 }\n\n"
+           "[[agency]]\nname = \"kel-pasar-baru\"\npublic_key = \""
+        << kelurahan_keys.public_key
+        << "\"\nsubscribe = { kinds = [\"*\"], regions = [\"1271011001\"] }\n"
+           "agreement = { pks = \"PKS/2\", purpose = \"ward register\", valid_from = "
+           "2020-01-01, valid_until = "
+        << kelurahan_until << " }\n";
+  }
+  void reload() { ::kill(broker->pid(), SIGHUP); }
 
   client::CurveOptions as(const KeyPair& who) const { return {broker_keys.public_key, who}; }
 
@@ -182,4 +194,48 @@ TEST_CASE("Security: kelurahan X never receives an event of kelurahan Y, live or
     REQUIRE(all.has_value());
     CHECK(all->records.size() == mine.size());
   }
+}
+
+TEST_CASE("Security: an expired agreement stops deliveries; a renewed one resumes them") {
+  SecureBus bus;
+  const TimeMs t = SystemClock().now_ms() - kDay;
+  auto registry = bus.publisher(bus.registry_keys, "registry");
+  auto c = client::Consumer::open(bus.consumer(bus.kelurahan_keys, "kel", {"1271011001"}));
+  REQUIRE(c.has_value());
+  std::set<EventId> got;
+  auto poll = [&](std::chrono::milliseconds d) {
+    auto n = (*c)->poll(
+        [&](const client::Received& r, storage::Inbox::Txn&) {
+          got.insert(r.id);
+          return client::HandlerResult{};
+        },
+        d);
+    REQUIRE(n.has_value());
+  };
+  publish_all(*registry, {test::make_birth("1271011001", t)});
+  REQUIRE(test::wait_until([&] {
+    poll(100ms);
+    return got.size() == 1;
+  }));
+
+  bus.write_registry("2021-12-31");  // the agreement has run out
+  bus.reload();
+  // Wait until the broker applied it: a Subscribe of a new consumer is refused.
+  REQUIRE(test::wait_until([&] {
+    auto probe = client::Consumer::open(bus.consumer(bus.kelurahan_keys, "probe", {"1271011001"}));
+    auto r = (*probe)->poll(
+        [](const client::Received&, storage::Inbox::Txn&) { return client::HandlerResult{}; },
+        300ms);
+    return !r.has_value() && r.error().message.find("expired on 2021-12-31") != std::string::npos;
+  }));
+  publish_all(*registry, {test::make_birth("1271011001", t), test::make_birth("1271011001", t)});
+  poll(1500ms);
+  CHECK(got.size() == 1);  // nothing delivered while the agreement is expired
+
+  bus.write_registry("2099-12-31");  // renewed
+  bus.reload();
+  REQUIRE(test::wait_until([&] {
+    poll(100ms);
+    return got.size() == 3;
+  }));
 }

@@ -19,6 +19,7 @@
 #include <string_view>
 #include <vector>
 
+#include <common/clock.h>
 #include <common/result.h>
 #include <schemas/regions.h>
 
@@ -41,12 +42,28 @@ struct Grant {
   std::string describe() const;  // "births, deaths in 1271, 1207"
 };
 
+// The data-sharing agreement (perjanjian kerja sama, PKS) an agency's grants rest
+// on. Outside its validity, or revoked, the agency's publishing and deliveries
+// stop until a renewed agreement is loaded.
+struct Agreement {
+  std::string pks;        // the agreement's number
+  std::string purpose;    // what the data is for
+  TimeMs valid_from = 0;  // 00:00 WIB of the first day
+  TimeMs valid_until = 0; // 00:00 WIB of the day after the last day
+  bool revoked = false;
+};
+
 struct Agency {
   std::string name;
   std::string public_key;  // Z85
   std::optional<Grant> publish;
   std::optional<Grant> subscribe;
   bool operate = false;
+  std::optional<Agreement> agreement;  // required with a publish or subscribe grant
+
+  // Why the agency may not exchange data at `now` (its agreement is not yet valid,
+  // has expired or was revoked), or nullopt when it may.
+  std::optional<std::string> inactive_reason(TimeMs now) const;
 };
 
 class Agencies {

@@ -26,6 +26,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -166,6 +167,11 @@ class Consumers {
   // exist in the region table. Normalises (sorts, dedups).
   CommandResult<Filter> make_filter(std::span<const std::uint8_t> kinds,
                                     const std::vector<std::string>& regions) const;
+
+  // Consumers whose owner `paused` names get no deliveries (their events wait in the
+  // log) until it no longer does: an agency whose data-sharing agreement expired or
+  // was revoked. Re-checked on every pump.
+  void set_paused(std::function<bool(std::string_view owner)> paused);
 
   // ---- the event flow ----
   // New events were stored (Core::last_appended()).
