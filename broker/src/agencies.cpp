@@ -111,7 +111,7 @@ Result<Agencies> Agencies::parse(std::string_view toml_text, const std::string& 
     for (const auto& [k, v] : *t) {
       const std::string key(k.str());
       if (key != "name" && key != "public_key" && key != "publish" && key != "subscribe" &&
-          key != "operate" && key != "agreement") {
+          key != "operate" && key != "agreement" && key != "fields") {
         return bad("unknown key '" + key + "'");
       }
     }
@@ -240,6 +240,17 @@ Result<Agencies> Agencies::parse(std::string_view toml_text, const std::string& 
       ag.revoked = (*g)["revoked"].value_or(false);
       a.agreement = std::move(ag);
     }
+    std::vector<std::string> field_entries{"*"};
+    if (const toml::node* node = t->get("fields")) {
+      const auto* arr = node->as_array();
+      if (arr == nullptr)
+        return bad("fields must be a list such as [\"birth.*\", \"-death.cause_of_death\"]");
+      field_entries.clear();
+      for (const auto& e : *arr) field_entries.push_back(e.value_or(std::string()));
+    }
+    auto profile = schemas::FieldProfile::parse(field_entries);
+    if (!profile) return bad("fields: " + profile.error().message);
+    a.fields = std::move(*profile);
     if ((a.publish || a.subscribe) && !a.agreement) {
       return bad(
           "a publish or subscribe grant must name the data-sharing agreement it rests "

@@ -372,7 +372,8 @@ struct Consumers::State {
     if (p.first_sent == 0) p.first_sent = now;
     c.timers.emplace_back(p.deadline, seq);
     due_by(p.deadline);
-    out.push_back(Delivery{a->client, c.key.name, Sequence{seq}, p.attempt, std::move(**rec)});
+    out.push_back(
+        Delivery{a->client, c.key.owner, c.key.name, Sequence{seq}, p.attempt, std::move(**rec)});
     return true;
   }
 

@@ -12,6 +12,8 @@
 #include <zmq_addon.hpp>
 
 #include <broker/server.h>
+#include <schemas/log_generated.h>
+#include <schemas/profile.h>
 #include <schemas/protocol_generated.h>
 
 namespace kolabus::broker {
@@ -534,7 +536,9 @@ struct Server::Impl {
         flatbuffers::FlatBufferBuilder fbb(4096);
         std::vector<flatbuffers::Offset<protocol::Record>> records;
         for (const auto& rec : page.records) {
-          records.push_back(protocol::CreateRecord(fbb, nested(fbb, rec)));
+          if (auto m = minimised(rec, owner)) {
+            records.push_back(protocol::CreateRecord(fbb, nested(fbb, *m)));
+          }
         }
         auto body = protocol::CreateRangePage(fbb, fbb.CreateVector(records), page.next, page.done);
         return send(in.envelope, finish(fbb, in.corr, protocol::Reply::RangePage, body));
@@ -549,7 +553,7 @@ struct Server::Impl {
         flatbuffers::FlatBufferBuilder fbb(4096);
         std::vector<flatbuffers::Offset<protocol::DeadLetter>> items;
         for (const auto& d : std::get<std::vector<DeadLetter>>(r)) {
-          auto record = nested(fbb, d.record);
+          auto record = nested(fbb, minimised(d.record, owner).value_or(std::string()));
           items.push_back(protocol::CreateDeadLetter(
               fbb, fbb.CreateString(d.entry.key.name), d.entry.sequence, d.entry.attempts,
               fbb.CreateString(d.entry.reason), d.entry.dead_at, record));
@@ -581,8 +585,40 @@ struct Server::Impl {
     }
   }
 
+  // The record as `agency` may see it: its event with only the payload fields of the
+  // agency's field profile (data minimisation). Stored events stay whole. nullopt
+  // when the event cannot be minimised (then it is not sent).
+  std::optional<std::string> minimised(std::string record, std::string_view agency) {
+    if (options.dev) return record;
+    const auto reg = agencies();
+    const Agency* a = reg ? reg->by_name(agency) : nullptr;
+    if (a == nullptr) return std::nullopt;
+    if (a->fields.keeps_everything()) return record;
+    const auto* bytes = reinterpret_cast<const std::uint8_t*>(record.data());
+    flatbuffers::Verifier verifier(bytes, record.size());
+    if (!log::VerifyLogRecordBuffer(verifier)) return std::nullopt;
+    const auto* rec = log::GetLogRecord(bytes);
+    auto stripped = schemas::strip_event({rec->event()->data(), rec->event()->size()}, a->fields);
+    if (!stripped) {
+      spdlog::error("sequence {} not sent to {}: cannot minimise it: {}", rec->sequence(), agency,
+                    stripped.error().to_string());
+      return std::nullopt;
+    }
+    flatbuffers::FlatBufferBuilder fbb(stripped->size() + 128);
+    fbb.ForceVectorAlignment(stripped->size(), sizeof(std::uint8_t), 8);
+    auto ev = fbb.CreateVector(*stripped);
+    auto src = fbb.CreateString(rec->source() ? rec->source()->str() : "");
+    fbb.Finish(log::CreateLogRecord(fbb, rec->sequence(), rec->received_at(), src, ev,
+                                    rec->routing_kind()),
+               log::LogRecordIdentifier());
+    return std::string(reinterpret_cast<const char*>(fbb.GetBufferPointer()), fbb.GetSize());
+  }
+
   void deliver() {
-    for (const auto& d : consumers.pump()) {
+    for (auto& d : consumers.pump()) {
+      auto record = minimised(std::move(d.record), d.owner);
+      if (!record) continue;  // stays in flight: delivered again after ack_wait
+      d.record = std::move(*record);
       std::vector<zmq::message_t> envelope;
       envelope.emplace_back(d.client.bytes.data(), d.client.bytes.size());
       const auto before = unroutable_replies;

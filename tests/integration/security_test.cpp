@@ -54,6 +54,9 @@ struct SecureBus {
            "[[agency]]\nname = \"kel-pasar-baru\"\npublic_key = \""
         << kelurahan_keys.public_key
         << "\"\nsubscribe = { kinds = [\"*\"], regions = [\"1271011001\"] }\n"
+           // The kelurahan sees its residents, not the parents' NIKs nor a cause of death.
+           "fields = [\"*\", \"-birth.mother_nik\", \"-birth.father_nik\", "
+           "\"-death.cause_of_death\"]\n"
            "agreement = { pks = \"PKS/2\", purpose = \"ward register\", valid_from = "
            "2020-01-01, valid_until = "
         << kelurahan_until << " }\n";
@@ -238,4 +241,41 @@ TEST_CASE("Security: an expired agreement stops deliveries; a renewed one resume
     poll(100ms);
     return got.size() == 3;
   }));
+}
+
+TEST_CASE("Security: fields outside an agency's profile are absent from the bytes it receives") {
+  SecureBus bus;
+  const TimeMs t = SystemClock().now_ms() - kDay;
+  auto registry = bus.publisher(bus.registry_keys, "registry");
+  const auto birth = test::make_birth("1271011001", t);  // mother 1271015203950001
+  publish_all(*registry, {birth});
+  auto c = client::Consumer::open(bus.consumer(bus.kelurahan_keys, "kel", {"1271011001"}));
+  REQUIRE(c.has_value());
+  std::string delivered;
+  std::string child, mother;
+  REQUIRE(test::wait_until([&] {
+    auto n = (*c)->poll(
+        [&](const client::Received& r, storage::Inbox::Txn&) {
+          delivered.assign(reinterpret_cast<const char*>(r.event.data()), r.event.size());
+          const auto* b = r.event_root->payload_as_Birth();
+          child = b->child_name()->str();
+          mother = b->mother_nik() ? b->mother_nik()->str() : "";
+          return client::HandlerResult{};
+        },
+        100ms);
+    REQUIRE(n.has_value());
+    return !delivered.empty();
+  }));
+  CHECK(child == "Putri Siregar");                                 // allowed: kept
+  CHECK(mother.empty());                                           // required: kept, empty
+  CHECK(delivered.find("1271015203950001") == std::string::npos);  // not in the bytes
+  CHECK(test::id_of(std::vector<std::uint8_t>(delivered.begin(), delivered.end())) ==
+        test::id_of(birth));  // the same event
+
+  // The operator (profile "*") still reads the whole stored event.
+  auto ops = client::AdminClient::connect(bus.broker->endpoint(), 10s, bus.as(bus.registry_keys));
+  auto page = (*ops)->read_range({{}, {"1271011001"}}, 1, 0, 0, 10);
+  REQUIRE(page.has_value());
+  REQUIRE(page->records.size() == 1);
+  CHECK(page->records[0].find("1271015203950001") != std::string::npos);
 }

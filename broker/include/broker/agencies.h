@@ -21,6 +21,7 @@
 
 #include <common/clock.h>
 #include <common/result.h>
+#include <schemas/profile.h>
 #include <schemas/regions.h>
 
 namespace kolabus::broker {
@@ -46,10 +47,10 @@ struct Grant {
 // on. Outside its validity, or revoked, the agency's publishing and deliveries
 // stop until a renewed agreement is loaded.
 struct Agreement {
-  std::string pks;        // the agreement's number
-  std::string purpose;    // what the data is for
-  TimeMs valid_from = 0;  // 00:00 WIB of the first day
-  TimeMs valid_until = 0; // 00:00 WIB of the day after the last day
+  std::string pks;         // the agreement's number
+  std::string purpose;     // what the data is for
+  TimeMs valid_from = 0;   // 00:00 WIB of the first day
+  TimeMs valid_until = 0;  // 00:00 WIB of the day after the last day
   bool revoked = false;
 };
 
@@ -60,6 +61,9 @@ struct Agency {
   std::optional<Grant> subscribe;
   bool operate = false;
   std::optional<Agreement> agreement;  // required with a publish or subscribe grant
+  // The payload fields the agency may receive; the broker removes the others from
+  // every event it delivers or replays to it. Default: every field.
+  schemas::FieldProfile fields;
 
   // Why the agency may not exchange data at `now` (its agreement is not yet valid,
   // has expired or was revoked), or nullopt when it may.

@@ -96,6 +96,7 @@ struct ConsumerStatus {
 // One event to send to one client.
 struct Delivery {
   ClientId client;
+  std::string owner;  // the agency receiving it
   std::string consumer;
   Sequence sequence;
   std::uint32_t attempt;
