@@ -524,6 +524,23 @@ struct Consumers::State {
     return lo;
   }
 
+  // The sequences among `wanted` (all, when empty) that are dead letters of `c`.
+  CommandResult<std::vector<std::uint64_t>> dead_letter_seqs(
+      const Consumer& c, std::span<const std::uint64_t> wanted) const {
+    std::vector<std::uint64_t> out;
+    if (wanted.empty()) {
+      auto all = store.dead_letters(c.key, 0, SIZE_MAX);
+      if (!all) return CommandError{ErrorCode::StorageUnavailable, "", all.error().to_string()};
+      for (const auto& e : *all) out.push_back(e.sequence);
+      return out;
+    }
+    for (std::uint64_t seq : wanted) {
+      auto one = store.dead_letters(c.key, seq, 1);
+      if (one && !one->empty() && one->front().sequence == seq) out.push_back(seq);
+    }
+    return out;
+  }
+
   void reset_position(Consumer& c, std::uint64_t cursor) {
     for (auto& a : c.clients) a.in_flight = 0;
     c.in_flight.clear();
@@ -827,17 +844,11 @@ CommandResult<std::uint64_t> Consumers::redrive(std::string_view owner, std::str
                                                 std::span<const std::uint64_t> sequences) {
   Consumer* c = s_->find(owner, name);
   if (c == nullptr) return unknown_consumer(owner, name);
-  std::vector<std::uint64_t> seqs(sequences.begin(), sequences.end());
-  if (seqs.empty()) {
-    auto all = s_->store.dead_letters(c->key, 0, SIZE_MAX);
-    if (!all) return CommandError{ErrorCode::StorageUnavailable, "", all.error().to_string()};
-    for (const auto& e : *all) seqs.push_back(e.sequence);
-  }
+  auto seqs = s_->dead_letter_seqs(*c, sequences);
+  if (auto* e = std::get_if<CommandError>(&seqs)) return *e;
   std::uint64_t n = 0;
-  for (std::uint64_t seq : seqs) {
-    auto one = s_->store.dead_letters(c->key, seq, 1);
-    if (!one || one->empty() || one->front().sequence != seq) continue;  // not a dead letter
-    if (c->in_flight.contains(seq)) continue;                            // already redriving
+  for (std::uint64_t seq : std::get<std::vector<std::uint64_t>>(seqs)) {
+    if (c->in_flight.contains(seq)) continue;  // already redriving
     Pending& p = c->in_flight[seq];
     p.redrive = true;
     c->due.insert(seq);
@@ -851,16 +862,10 @@ CommandResult<std::uint64_t> Consumers::drop_dead_letters(
     std::string_view owner, std::string_view name, std::span<const std::uint64_t> sequences) {
   Consumer* c = s_->find(owner, name);
   if (c == nullptr) return unknown_consumer(owner, name);
-  std::vector<std::uint64_t> seqs(sequences.begin(), sequences.end());
-  if (seqs.empty()) {
-    auto all = s_->store.dead_letters(c->key, 0, SIZE_MAX);
-    if (!all) return CommandError{ErrorCode::StorageUnavailable, "", all.error().to_string()};
-    for (const auto& e : *all) seqs.push_back(e.sequence);
-  }
+  auto seqs = s_->dead_letter_seqs(*c, sequences);
+  if (auto* e = std::get_if<CommandError>(&seqs)) return *e;
   std::uint64_t n = 0;
-  for (std::uint64_t seq : seqs) {
-    auto one = s_->store.dead_letters(c->key, seq, 1);
-    if (!one || one->empty() || one->front().sequence != seq) continue;
+  for (std::uint64_t seq : std::get<std::vector<std::uint64_t>>(seqs)) {
     if (auto it = c->in_flight.find(seq); it != c->in_flight.end() && it->second.redrive) {
       s_->release(*c, it->second);
       c->in_flight.erase(it);
