@@ -46,18 +46,12 @@ class WardAdapter final : public Adapter {
     if (!reg) return kolabus::unexpected(reg.error());
     register_ = std::move(*reg);
 
-    // RocksDB creates the inbox directory, not its parents.
-    std::error_code ec;
-    std::filesystem::create_directories(ctx_.data_dir, ec);
-    if (ec) {
-      return kolabus::unexpected(Errc::kIoError, "ward " + config_.consumer + ": data_dir " +
-                                                     ctx_.data_dir + ": " + ec.message());
+    auto opts = sink_consumer_options(ctx_, "ward " + config_.consumer, config_.consumer);
+    if (!opts) {
+      register_.reset();
+      return kolabus::unexpected(opts.error());
     }
-    client::ConsumerOptions o;
-    o.endpoint = ctx_.broker;
-    o.curve = ctx_.curve;
-    o.inbox_dir = ctx_.data_dir + "/inbox-" + config_.consumer;
-    o.name = config_.consumer;
+    client::ConsumerOptions& o = *opts;
     o.regions = config_.regions;
     o.start = config_.start;
     o.window = config_.window;

@@ -301,18 +301,9 @@ class WebhookAdapter final : public Adapter {
     if (!codec) return kolabus::unexpected(codec.error());
     codec_.emplace(std::move(*codec));
 
-    // RocksDB creates the inbox directory, not its parents.
-    std::error_code ec;
-    std::filesystem::create_directories(ctx_.data_dir, ec);
-    if (ec) {
-      return kolabus::unexpected(Errc::kIoError, "webhook " + config_.consumer + ": data_dir " +
-                                                     ctx_.data_dir + ": " + ec.message());
-    }
-    client::ConsumerOptions o;
-    o.endpoint = ctx_.broker;
-    o.curve = ctx_.curve;
-    o.inbox_dir = ctx_.data_dir + "/inbox-" + config_.consumer;
-    o.name = config_.consumer;
+    auto opts = sink_consumer_options(ctx_, "webhook " + config_.consumer, config_.consumer);
+    if (!opts) return kolabus::unexpected(opts.error());
+    client::ConsumerOptions& o = *opts;
     o.kinds = config_.kinds;
     o.regions = config_.regions;
     o.start = config_.start;

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <filesystem>
 #include <functional>
 #include <mutex>
 #include <string>
@@ -15,9 +16,30 @@
 
 #include <spdlog/spdlog.h>
 
+#include <adapters/adapter.h>
 #include <client/consumer.h>
 
 namespace kolabus::adapters {
+
+// The options every sink's consumer starts from: the agency's broker and CURVE keys,
+// the consumer's name, and its inbox under the agency's data_dir (created here:
+// RocksDB creates the inbox directory, not its parents). `what` names the adapter in
+// the error.
+inline Result<client::ConsumerOptions> sink_consumer_options(const AgencyContext& ctx,
+                                                             const std::string& what,
+                                                             const std::string& consumer) {
+  std::error_code ec;
+  std::filesystem::create_directories(ctx.data_dir, ec);
+  if (ec) {
+    return unexpected(Errc::kIoError, what + ": data_dir " + ctx.data_dir + ": " + ec.message());
+  }
+  client::ConsumerOptions o;
+  o.endpoint = ctx.broker;
+  o.curve = ctx.curve;
+  o.inbox_dir = ctx.data_dir + "/inbox-" + consumer;
+  o.name = consumer;
+  return o;
+}
 
 class ConsumerLoop {
  public:
