@@ -852,6 +852,41 @@ std::vector<std::string> payload_villages(events::Payload type, const void* payl
   return sorted_unique(std::move(out));
 }
 
+std::vector<std::string> payload_niks(events::Payload type, const void* payload) {
+  if (payload == nullptr) return {};
+  std::vector<std::string> out;
+  auto add = [&](const flatbuffers::String* s) {
+    if (s != nullptr && s->size() > 0) out.emplace_back(s->string_view());
+  };
+  switch (type) {
+    case events::Payload::Birth: {
+      const auto* b = static_cast<const ev::Birth*>(payload);
+      add(b->child_nik());
+      add(b->mother_nik());
+      add(b->father_nik());
+      break;
+    }
+    case events::Payload::Death:
+      add(static_cast<const ev::Death*>(payload)->nik());
+      break;
+    case events::Payload::Move: {
+      const auto* niks = static_cast<const ev::Move*>(payload)->niks();
+      if (niks != nullptr) {
+        for (const auto* n : *niks) add(n);
+      }
+      break;
+    }
+    case events::Payload::Correction: {
+      const auto* c = static_cast<const ev::Correction*>(payload);
+      if (c->void_() || c->corrected_type() == events::Payload::Correction) return {};
+      return payload_niks(c->corrected_type(), c->corrected());
+    }
+    case events::Payload::NONE:
+      break;
+  }
+  return sorted_unique(std::move(out));
+}
+
 std::optional<Violation> check_correction_target(const events::Event& correction,
                                                  const CorrectionTarget& target) {
   const auto* c = correction.payload_as_Correction();

@@ -68,6 +68,12 @@ std::optional<Violation> check_structure(std::span<const std::uint8_t> bytes);
 // (none for a void). REQUIRES: `payload` is a verified table of kind `type` (or null).
 std::vector<std::string> payload_villages(events::Payload type, const void* payload);
 
+// The NIKs of the people a payload concerns, sorted and unique: a Birth's child,
+// mother and father (those present), a Death's deceased, a Move's movers, a
+// Correction its corrected payload's (none for a void). Empty strings are skipped.
+// REQUIRES: as payload_villages.
+std::vector<std::string> payload_niks(events::Payload type, const void* payload);
+
 // What the broker knows of a correction's target once it has found it in the log.
 struct CorrectionTarget {
   events::Payload kind;
