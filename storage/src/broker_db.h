@@ -21,7 +21,11 @@ enum BrokerCf : std::size_t {
   kRegions = 3,
   kConsumers = 4,    // added after format 1 shipped to developers: Presence::kOptional
   kDeadLetters = 5,  // likewise
+  kAudit = 6,        // likewise
 };
+
+// The audit chain's head in the meta column family: 8-byte BE index + 32-byte hash.
+inline constexpr std::string_view kMetaAuditHeadKey = "audit_head";
 
 // The event log over `db` (recovers the next sequence: one seek).
 // Errors: kCorruption when the last log key is not 8 bytes; kIoError.

@@ -32,6 +32,12 @@ void check_append_preconditions(std::span<const AppendRecord> records, Sequence 
   }
 }
 
+void check_audit_preconditions(std::span<const AuditEntry> entries, const AuditHead& head) {
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    KOLABUS_CHECK(entries[i].index == head.index + 1 + i);
+  }
+}
+
 std::vector<std::string_view> distinct_region_prefixes(std::span<const std::string> regions) {
   std::vector<std::string_view> out;
   for (const auto& r : regions) {

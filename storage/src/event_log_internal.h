@@ -14,6 +14,10 @@ namespace kolabus::storage::detail {
 // caller's check, repeated by each implementation).
 void check_append_preconditions(std::span<const AppendRecord> records, Sequence next);
 
+// Aborts unless `entries` continue the chain whose head is `head`: indexes consecutive
+// from head.index + 1 (AuditLog::append's REQUIRES).
+void check_audit_preconditions(std::span<const AuditEntry> entries, const AuditHead& head);
+
 // Every distinct prefix (of each length in kRegionPrefixLengths) of `regions`, each
 // once: the keys under which one event is indexed. Views borrow from `regions`.
 std::vector<std::string_view> distinct_region_prefixes(std::span<const std::string> regions);

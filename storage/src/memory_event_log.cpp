@@ -7,11 +7,14 @@
 
 namespace kolabus::storage {
 
-Status MemoryEventLog::append(std::span<const AppendRecord> records) {
+Status MemoryEventLog::append(std::span<const AppendRecord> records,
+                              std::span<const AuditEntry> audit) {
   std::unique_lock lock(mu_);
   detail::check_append_preconditions(records, Sequence{next_seq_});
   for (const auto& r : records) KOLABUS_CHECK(ids_.count(r.id) == 0);
+  if (!audit.empty()) detail::check_audit_preconditions(audit, audit_head_);
   if (fail_appends_.load()) return unexpected(Errc::kIoError, "injected failure");
+  store_audit(audit);
   for (const auto& r : records) {
     log_.emplace(r.seq.value, std::string(r.record.begin(), r.record.end()));
     ids_.emplace(r.id, r.seq.value);
@@ -80,6 +83,44 @@ Status MemoryEventLog::scan_region(std::string_view prefix, Sequence from, std::
   }
   for (const auto& h : hits) {
     if (!fn(h)) break;
+  }
+  return {};
+}
+
+void MemoryEventLog::store_audit(std::span<const AuditEntry> entries) {
+  for (const auto& e : entries) {
+    audit_records_.emplace(e.index, std::string(e.bytes.begin(), e.bytes.end()));
+  }
+  if (!entries.empty()) audit_head_ = AuditHead{entries.back().index, entries.back().hash};
+}
+
+Status MemoryEventLog::Audit::append(std::span<const AuditEntry> entries, bool /*sync*/) {
+  std::unique_lock lock(log_.mu_);
+  KOLABUS_CHECK(!entries.empty());
+  detail::check_audit_preconditions(entries, log_.audit_head_);
+  if (log_.fail_appends_.load()) return unexpected(Errc::kIoError, "injected failure");
+  log_.store_audit(entries);
+  return {};
+}
+
+AuditHead MemoryEventLog::Audit::head() const {
+  std::shared_lock lock(log_.mu_);
+  return log_.audit_head_;
+}
+
+Status MemoryEventLog::Audit::scan(
+    std::uint64_t from, std::size_t max,
+    const std::function<bool(std::uint64_t, std::string_view)>& fn) const {
+  std::vector<std::pair<std::uint64_t, std::string>> hits;
+  {
+    std::shared_lock lock(log_.mu_);
+    for (auto it = log_.audit_records_.lower_bound(from);
+         it != log_.audit_records_.end() && hits.size() < max; ++it) {
+      hits.emplace_back(it->first, it->second);
+    }
+  }
+  for (const auto& [index, bytes] : hits) {
+    if (!fn(index, bytes)) break;
   }
   return {};
 }

@@ -39,6 +39,9 @@ detail::OpenSpec broker_spec(const std::string& dir, const RocksOptions& options
        detail::Presence::kOptional},
       {"dead_letters", detail::column_family_options(cache, detail::Bloom::kNo, kSmallWriteBuffer),
        detail::Presence::kOptional},
+      // Append-only, read by operators now and then: records are never overwritten.
+      {"audit", detail::column_family_options(cache, detail::Bloom::kNo, kSmallWriteBuffer),
+       detail::Presence::kOptional},
   };
   return spec;
 }

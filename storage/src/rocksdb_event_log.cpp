@@ -3,9 +3,11 @@
 //   log      8-byte BE seq -> record bytes
 //   ids      16-byte id -> 8-byte BE seq (bloom filter: most lookups miss)
 //   regions  1-byte prefix length + prefix digits + 8-byte BE seq -> 1-byte kind
+//   audit    8-byte BE index -> audit record bytes; head in meta "audit_head"
 // The same database holds the consumer store (rocksdb_consumer_store.cpp); it is opened
 // in rocksdb_broker_store.cpp.
 #include <atomic>
+#include <mutex>
 
 #include <rocksdb/cache.h>
 #include <rocksdb/write_batch.h>
@@ -23,11 +25,94 @@ namespace {
 using detail::append_be64;
 using detail::decode_be64;
 using detail::encode_be64;
+using detail::kMetaAuditHeadKey;
 using detail::to_error;
 
+using detail::kAudit;
+using detail::kBrokerMeta;
 using detail::kIds;
 using detail::kLog;
 using detail::kRegions;
+
+std::string encode_audit_head(const AuditHead& head) {
+  std::string v = encode_be64(head.index);
+  v.append(reinterpret_cast<const char*>(head.hash.data()), head.hash.size());
+  return v;
+}
+
+// Adds the entries and the new head to `batch`.
+rocksdb::Status put_audit(detail::RocksDb& db, rocksdb::WriteBatch& batch,
+                          std::span<const AuditEntry> entries) {
+  rocksdb::Status s;
+  for (const auto& e : entries) {
+    s = batch.Put(db.cf(kAudit), encode_be64(e.index), detail::as_slice(e.bytes));
+    if (!s.ok()) return s;
+  }
+  return batch.Put(db.cf(kBrokerMeta), detail::kMetaAuditHeadKey,
+                   encode_audit_head({entries.back().index, entries.back().hash}));
+}
+
+class RocksAuditLog final : public AuditLog {
+ public:
+  RocksAuditLog(detail::RocksDb& db, detail::OpenMode mode, AuditHead head)
+      : db_(db), mode_(mode), head_(head) {}
+
+  Status append(std::span<const AuditEntry> entries, bool sync) override {
+    if (mode_ == detail::OpenMode::kReadOnly) {
+      return unexpected(Errc::kInvalidArgument, "audit log " + db_.dir() + " is open read-only");
+    }
+    KOLABUS_CHECK(!entries.empty());
+    detail::check_audit_preconditions(entries, head());
+    rocksdb::WriteBatch batch;
+    auto s = put_audit(db_, batch, entries);
+    if (!s.ok()) return unexpected(to_error(s, "build audit batch for " + db_.dir()));
+    rocksdb::WriteOptions wo;
+    wo.sync = sync;
+    s = db_.db()->Write(wo, &batch);
+    if (!s.ok()) return unexpected(to_error(s, "append to audit log " + db_.dir()));
+    moved({entries.back().index, entries.back().hash});
+    return {};
+  }
+
+  AuditHead head() const override {
+    std::lock_guard lock(mu_);
+    return head_;
+  }
+
+  Status scan(std::uint64_t from, std::size_t max,
+              const std::function<bool(std::uint64_t, std::string_view)>& fn) const override {
+    if (max == 0 || db_.cf(kAudit) == nullptr) return {};
+    std::unique_ptr<rocksdb::Iterator> it(
+        db_.db()->NewIterator(rocksdb::ReadOptions(), db_.cf(kAudit)));
+    std::size_t n = 0;
+    for (it->Seek(encode_be64(from)); it->Valid(); it->Next()) {
+      const auto k = it->key();
+      if (k.size() != 8) {
+        return unexpected(Errc::kCorruption, "audit log " + db_.dir() + ": a key is " +
+                                                 std::to_string(k.size()) +
+                                                 " bytes long, expected 8");
+      }
+      if (!fn(decode_be64(k.ToStringView()), it->value().ToStringView())) return {};
+      if (++n == max) return {};
+    }
+    if (!it->status().ok()) {
+      return unexpected(to_error(it->status(), "scan audit log " + db_.dir()));
+    }
+    return {};
+  }
+
+  // After a successful write that included entries (here or in an event append).
+  void moved(const AuditHead& head) {
+    std::lock_guard lock(mu_);
+    head_ = head;
+  }
+
+ private:
+  detail::RocksDb& db_;
+  const detail::OpenMode mode_;
+  mutable std::mutex mu_;
+  AuditHead head_;
+};
 
 std::string region_key_prefix(std::string_view prefix) {
   std::string k;
@@ -40,14 +125,23 @@ std::string region_key_prefix(std::string_view prefix) {
 class RocksEventLog final : public EventLog {
  public:
   RocksEventLog(std::shared_ptr<detail::RocksDb> db, bool sync, detail::OpenMode mode,
-                std::uint64_t next)
-      : db_(std::move(db)), sync_(sync), mode_(mode), next_seq_(next) {}
+                std::uint64_t next, AuditHead audit_head)
+      : db_(std::move(db)),
+        sync_(sync),
+        mode_(mode),
+        next_seq_(next),
+        audit_(*db_, mode, audit_head) {}
 
-  Status append(std::span<const AppendRecord> records) override {
+  AuditLog& audit() override { return audit_; }
+  const AuditLog& audit() const override { return audit_; }
+
+  using EventLog::append;
+  Status append(std::span<const AppendRecord> records, std::span<const AuditEntry> audit) override {
     if (mode_ == detail::OpenMode::kReadOnly) {
       return unexpected(Errc::kInvalidArgument, "event log " + db_->dir() + " is open read-only");
     }
     detail::check_append_preconditions(records, Sequence{next_seq_.load()});
+    if (!audit.empty()) detail::check_audit_preconditions(audit, audit_.head());
     // The caller has checked that no id is present; a duplicate would leave the earlier
     // record unreachable by id, so check again here (one bloom-filtered read per id).
     for (const auto& r : records) {
@@ -72,6 +166,10 @@ class RocksEventLog final : public EventLog {
       }
       if (!s.ok()) return unexpected(to_error(s, "build append batch for " + db_->dir()));
     }
+    if (!audit.empty()) {
+      auto s = put_audit(*db_, batch, audit);
+      if (!s.ok()) return unexpected(to_error(s, "build append batch for " + db_->dir()));
+    }
     rocksdb::WriteOptions wo;
     wo.sync = sync_;
     auto s = db_->db()->Write(wo, &batch);
@@ -79,6 +177,7 @@ class RocksEventLog final : public EventLog {
     // (its background error state); the caller should treat this as fatal for writing.
     if (!s.ok()) return unexpected(to_error(s, "append to event log " + db_->dir()));
     next_seq_.fetch_add(records.size());
+    if (!audit.empty()) audit_.moved({audit.back().index, audit.back().hash});
     return {};
   }
 
@@ -171,6 +270,7 @@ class RocksEventLog final : public EventLog {
   const bool sync_;
   const detail::OpenMode mode_;
   std::atomic<std::uint64_t> next_seq_;  // written only by the one writer
+  RocksAuditLog audit_;
 };
 
 }  // namespace
@@ -195,8 +295,25 @@ Result<std::unique_ptr<EventLog>> make_rocks_event_log(std::shared_ptr<RocksDb> 
       next = decode_be64(it->key().ToStringView()) + 1;
     }
   }
+  // The audit head as recorded, not as the last key says: a removed tail record must
+  // show as missing, not silently become the new end of the chain.
+  AuditHead head;
+  {
+    std::string v;
+    auto s = db->db()->Get(rocksdb::ReadOptions(), db->cf(kBrokerMeta), kMetaAuditHeadKey, &v);
+    if (!s.ok() && !s.IsNotFound()) return unexpected(to_error(s, "recover " + db->dir()));
+    if (s.ok()) {
+      if (v.size() != 8 + head.hash.size()) {
+        return unexpected(Errc::kCorruption, "event log " + db->dir() + ": the audit head is " +
+                                                 std::to_string(v.size()) +
+                                                 " bytes long, expected 40");
+      }
+      head.index = decode_be64(v);
+      std::copy(v.begin() + 8, v.end(), head.hash.begin());
+    }
+  }
   return std::unique_ptr<EventLog>(
-      std::make_unique<RocksEventLog>(std::move(db), sync, mode, next));
+      std::make_unique<RocksEventLog>(std::move(db), sync, mode, next, head));
 }
 
 }  // namespace detail

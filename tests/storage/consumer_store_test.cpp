@@ -432,16 +432,16 @@ TEST_CASE("RocksConsumerStore: an event log from before consumers gains their co
       CHECK(**b.log->read(Sequence{1}) == "old event");
       apply(*b.consumers, put_write(state(kBpjs.owner, kBpjs.name, 1)));
     }
-    CHECK(column_families(dir.str()) == std::vector<std::string>{"consumers", "dead_letters",
-                                                                 "default", "ids", "log",
-                                                                 "regions"});
+    CHECK(column_families(dir.str()) == std::vector<std::string>{"audit", "consumers",
+                                                                 "dead_letters", "default", "ids",
+                                                                 "log", "regions"});
     auto ro = open_rocksdb_broker_store_read_only(dir.str());
     REQUIRE_MESSAGE(ro.has_value(), ro.error().to_string());
     CHECK(load(*ro->consumers).size() == 1);
   }
   SUBCASE("open_rocksdb_event_log creates them too") {
     { REQUIRE(open_rocksdb_event_log(dir.str()).has_value()); }
-    CHECK(column_families(dir.str()).size() == 6);
+    CHECK(column_families(dir.str()).size() == 7);
   }
 }
 

@@ -432,3 +432,123 @@ TEST_CASE("RocksEventLog: corrupted entries are reported as kCorruption") {
 
 }  // namespace
 }  // namespace kolabus::storage
+
+// ---- the audit log beside the event log ----
+
+namespace kolabus::storage {
+namespace {
+
+struct AuditRec {
+  std::uint64_t index;
+  std::string bytes;
+  AuditHash hash{};
+};
+
+std::vector<AuditRec> audit_recs(std::uint64_t first, int n) {
+  std::vector<AuditRec> out;
+  for (int i = 0; i < n; ++i) {
+    AuditRec r{first + i, "record " + std::to_string(first + i), {}};
+    r.hash[0] = static_cast<std::uint8_t>(first + i);
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+std::vector<AuditEntry> entries_of(const std::vector<AuditRec>& recs) {
+  std::vector<AuditEntry> out;
+  for (const auto& r : recs) {
+    out.push_back({r.index,
+                   std::span(reinterpret_cast<const std::uint8_t*>(r.bytes.data()), r.bytes.size()),
+                   r.hash});
+  }
+  return out;
+}
+
+std::vector<std::pair<std::uint64_t, std::string>> audit_contents(const AuditLog& log,
+                                                                  std::uint64_t from = 1) {
+  std::vector<std::pair<std::uint64_t, std::string>> out;
+  REQUIRE(log.scan(from, 1000,
+                   [&](std::uint64_t i, std::string_view b) {
+                     out.emplace_back(i, std::string(b));
+                     return true;
+                   })
+              .has_value());
+  return out;
+}
+
+TEST_CASE_TEMPLATE("AuditLog: records append in order, the head follows, scans read them back", F,
+                   MemoryFactory, RocksFactory) {
+  F f;
+  auto& audit = f.log->audit();
+  CHECK(audit.head() == AuditHead{});
+  CHECK(audit_contents(audit).empty());
+
+  const auto first = audit_recs(1, 3);
+  REQUIRE(audit.append(entries_of(first), false).has_value());
+  CHECK(audit.head().index == 3);
+  CHECK(audit.head().hash == first[2].hash);
+
+  // A group commit: events and their audit records in one append.
+  const auto second = audit_recs(4, 2);
+  std::vector<Ev> evs(1);
+  evs[0].regions = {"1271011001"};
+  std::vector<AppendRecord> recs{{Sequence{1}, evs[0].id, 1, evs[0].regions,
+                                  std::span(reinterpret_cast<const std::uint8_t*>("x"), 1)}};
+  REQUIRE(f.log->append(recs, entries_of(second)).has_value());
+  CHECK(f.log->next_sequence() == Sequence{2});
+  CHECK(audit.head().index == 5);
+  CHECK(audit.head().hash == second[1].hash);
+
+  const auto all = audit_contents(audit);
+  REQUIRE(all.size() == 5);
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    CHECK(all[i].first == i + 1);
+    CHECK(all[i].second == "record " + std::to_string(i + 1));
+  }
+  CHECK(audit_contents(audit, 4).size() == 2);
+  int seen = 0;
+  REQUIRE(audit.scan(1, 1000, [&](std::uint64_t, std::string_view) { return ++seen < 2; }));
+  CHECK(seen == 2);
+}
+
+TEST_CASE("MemoryEventLog: a failed append stores neither the events nor their audit records") {
+  MemoryEventLog log;
+  const auto recs = audit_recs(1, 2);
+  std::vector<Ev> evs(1);
+  evs[0].regions = {"1271011001"};
+  std::vector<AppendRecord> appended{{Sequence{1}, evs[0].id, 1, evs[0].regions,
+                                      std::span(reinterpret_cast<const std::uint8_t*>("x"), 1)}};
+  log.fail_appends(true);
+  CHECK_FALSE(log.append(appended, entries_of(recs)).has_value());
+  CHECK_FALSE(log.audit().append(entries_of(recs), false).has_value());
+  CHECK(log.audit().head() == AuditHead{});
+  CHECK(audit_contents(log.audit()).empty());
+  log.fail_appends(false);
+  REQUIRE(log.append(appended, entries_of(recs)).has_value());
+  CHECK(log.audit().head().index == 2);
+}
+
+TEST_CASE("RocksEventLog: the audit head and records survive a reopen, and read-only opens") {
+  TempDir dir;
+  const auto recs = audit_recs(1, 4);
+  {
+    auto log = open_rocksdb_event_log(dir.str());
+    REQUIRE(log.has_value());
+    REQUIRE((*log)->audit().append(entries_of(recs), true).has_value());
+  }
+  {
+    auto log = open_rocksdb_event_log(dir.str());
+    REQUIRE(log.has_value());
+    CHECK((*log)->audit().head().index == 4);
+    CHECK((*log)->audit().head().hash == recs[3].hash);
+    REQUIRE((*log)->audit().append(entries_of(audit_recs(5, 1)), false).has_value());
+  }
+  auto ro = open_rocksdb_event_log_read_only(dir.str());
+  REQUIRE(ro.has_value());
+  CHECK((*ro)->audit().head().index == 5);
+  CHECK(audit_contents((*ro)->audit()).size() == 5);
+  CHECK_FALSE((*ro)->audit().append(entries_of(audit_recs(6, 1)), false).has_value());
+}
+
+}  // namespace
+}  // namespace kolabus::storage

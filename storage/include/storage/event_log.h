@@ -27,6 +27,7 @@
 
 #include <common/ids.h>
 #include <common/result.h>
+#include <storage/audit_log.h>
 
 namespace kolabus::storage {
 
@@ -57,15 +58,23 @@ class EventLog {
  public:
   virtual ~EventLog() = default;
 
-  // Appends all records atomically and durably: one write, synced (WAL fsync) before
-  // returning (unless the RocksDB log was opened with sync = false). All or nothing: on
-  // error no record is readable and next_sequence() is unchanged.
+  // Appends all records, and the audit entries to audit(), atomically and durably: one
+  // write, synced (WAL fsync) before returning (unless the RocksDB log was opened with
+  // sync = false). All or nothing: on error no record or entry is readable, and
+  // next_sequence() and audit().head() are unchanged.
   // REQUIRES: records non-empty; seqs consecutive starting at next_sequence(); ids
   // distinct and not present in the log (the caller checks with find_id); every region
-  // is kRegionCodeLength digits. Violations are bugs and abort (KOLABUS_CHECK).
+  // is kRegionCodeLength digits; audit entries as AuditLog::append. Violations are bugs
+  // and abort (KOLABUS_CHECK).
   // Errors: kIoError (disk full, fsync failed, injected failure), kInvalidArgument
   // (log opened read-only).
-  virtual Status append(std::span<const AppendRecord> records) = 0;
+  virtual Status append(std::span<const AppendRecord> records,
+                        std::span<const AuditEntry> audit) = 0;
+  Status append(std::span<const AppendRecord> records) { return append(records, {}); }
+
+  // The audit chain kept in the same store.
+  virtual AuditLog& audit() = 0;
+  virtual const AuditLog& audit() const = 0;
 
   // The sequence the next appended record must carry: 1 for an empty log; recovered on
   // open from the last stored record.

@@ -22,11 +22,15 @@ class MemoryEventLog final : public EventLog {
  public:
   MemoryEventLog() = default;
 
-  // While on, append() returns Errc::kIoError ("injected failure") and stores nothing,
-  // so tests can drive the broker's handling of a failing disk.
+  // While on, append() (and audit().append()) returns Errc::kIoError ("injected
+  // failure") and stores nothing, so tests can drive the broker's handling of a failing
+  // disk.
   void fail_appends(bool on) { fail_appends_.store(on); }
 
-  Status append(std::span<const AppendRecord> records) override;
+  using EventLog::append;
+  Status append(std::span<const AppendRecord> records, std::span<const AuditEntry> audit) override;
+  AuditLog& audit() override { return audit_; }
+  const AuditLog& audit() const override { return audit_; }
   Sequence next_sequence() const override;
   Result<std::optional<Sequence>> find_id(const EventId& id) const override;
   Result<std::optional<std::string>> read(Sequence seq) const override;
@@ -36,6 +40,20 @@ class MemoryEventLog final : public EventLog {
                      const std::function<bool(const RegionHit&)>& fn) const override;
 
  private:
+  class Audit final : public AuditLog {
+   public:
+    explicit Audit(MemoryEventLog& log) : log_(log) {}
+    Status append(std::span<const AuditEntry> entries, bool sync) override;
+    AuditHead head() const override;
+    Status scan(std::uint64_t from, std::size_t max,
+                const std::function<bool(std::uint64_t, std::string_view)>& fn) const override;
+
+   private:
+    MemoryEventLog& log_;
+  };
+  // REQUIRES: mu_ held exclusively; entries checked.
+  void store_audit(std::span<const AuditEntry> entries);
+
   mutable std::shared_mutex mu_;
   std::map<std::uint64_t, std::string> log_;        // seq -> record
   std::unordered_map<EventId, std::uint64_t> ids_;  // id -> seq
@@ -43,6 +61,9 @@ class MemoryEventLog final : public EventLog {
   std::map<std::string, std::vector<RegionHit>, std::less<>> regions_;
   std::uint64_t next_seq_ = 1;
   std::atomic<bool> fail_appends_{false};
+  std::map<std::uint64_t, std::string> audit_records_;  // index -> bytes
+  AuditHead audit_head_;
+  Audit audit_{*this};
 };
 
 }  // namespace kolabus::storage
