@@ -116,6 +116,7 @@ std::vector<PublishOutcome> Core::publish_batch(std::span<const PublishRequest> 
     events::Payload kind;
     std::vector<std::string> regions;
     flatbuffers::DetachedBuffer record;
+    std::vector<NikHash> persons;  // keyed hashes of the event's NIKs (audit on)
   };
   std::vector<Accepted> accepted;
   std::unordered_map<EventId, std::size_t> accepted_by_id;
@@ -221,12 +222,46 @@ std::vector<PublishOutcome> Core::publish_batch(std::span<const PublishRequest> 
       }
     }
 
-    Accepted a{i, id, index_kind, ev->payload_type(), std::move(regions), {}};
+    Accepted a{i, id, index_kind, ev->payload_type(), std::move(regions), {}, {}};
     a.record = build_record(next, received_at, requests[i].source, index_kind, bytes);
+    if (audit_ != nullptr) {
+      for (const auto& nik : schemas::payload_niks(ev->payload_type(), ev->payload())) {
+        a.persons.push_back(audit_->hash_nik(nik));
+      }
+    }
     next.value++;
     accepted_by_id.emplace(id, accepted.size());
     accepted.push_back(std::move(a));
   }
+
+  // The batch's audit records: one Publish per agency that stores events, one Refused
+  // per agency refused for lack of authority (with the first reason).
+  auto audit_facts = [&](Sequence first) {
+    std::vector<AuditFact> facts;
+    if (audit_ == nullptr) return facts;
+    auto fact_for = [&](audit::Action action, std::string_view agency) -> AuditFact& {
+      for (auto& f : facts) {
+        if (f.action == action && f.agency == agency) return f;
+      }
+      facts.emplace_back();
+      facts.back().action = action;
+      facts.back().agency = std::string(agency);
+      return facts.back();
+    };
+    for (std::size_t k = 0; k < accepted.size(); ++k) {
+      auto& f = fact_for(audit::Action::Publish, requests[accepted[k].request].source);
+      const std::uint64_t seq = first.value + k;
+      f.sequences.push_back(seq);
+      if (!accepted[k].persons.empty()) f.persons.push_back({seq, accepted[k].persons});
+    }
+    for (std::size_t i = 0; i < out.size(); ++i) {
+      const auto* n = std::get_if<Nack>(&out[i].result);
+      if (n == nullptr || n->code != ErrorCode::NotAuthorised) continue;
+      auto& f = fact_for(audit::Action::Refused, requests[i].source);
+      if (f.count++ == 0) f.detail = "publish: " + n->message;
+    }
+    return facts;
+  };
 
   if (!accepted.empty()) {
     std::vector<storage::AppendRecord> records;
@@ -240,7 +275,9 @@ std::vector<PublishOutcome> Core::publish_batch(std::span<const PublishRequest> 
                                               a.regions,
                                               {a.record.data(), a.record.size()}});
     }
-    const Status st = log_.append(records);
+    const auto facts = audit_facts(first);
+    const AuditBatch audit = audit_ != nullptr ? audit_->encode(facts) : AuditBatch{};
+    const Status st = log_.append(records, audit.entries);
     stats_.batches++;
     for (std::size_t k = 0; k < accepted.size(); ++k) {
       if (st) {
@@ -256,6 +293,9 @@ std::vector<PublishOutcome> Core::publish_batch(std::span<const PublishRequest> 
       out[req].result = st ? PublishOutcome::Result{Ack{Sequence{first.value + k}, true}}
                            : PublishOutcome::Result{storage_unavailable(st.error().to_string())};
     }
+  } else if (audit_ != nullptr) {
+    const auto facts = audit_facts(Sequence{0});
+    if (!facts.empty() && !audit_->write(facts)) stats_.audit_failures++;
   }
 
   for (const auto& o : out) {

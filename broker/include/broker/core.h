@@ -22,6 +22,7 @@
 #include <vector>
 
 #include <broker/agencies.h>
+#include <broker/audit.h>
 #include <common/clock.h>
 #include <common/ids.h>
 #include <schemas/protocol_generated.h>
@@ -74,6 +75,7 @@ struct CoreStats {
   std::uint64_t refused = 0;
   std::uint64_t storage_failures = 0;  // requests answered StorageUnavailable
   std::uint64_t batches = 0;           // durable appends
+  std::uint64_t audit_failures = 0;    // refusal records that could not be written
 };
 
 class Core {
@@ -93,11 +95,18 @@ class Core {
   // batch.
   void set_agencies(std::shared_ptr<const Agencies> agencies) { agencies_ = std::move(agencies); }
 
+  // The audit chain: each batch that stores events stores, in the same write, one
+  // Publish record per publishing agency (its sequences and the keyed hashes of each
+  // event's NIKs) and one Refused record per agency refused for lack of authority.
+  // Null (the default): no audit. Borrowed; must outlive the core.
+  void set_audit(Audit* audit) { audit_ = audit; }
+
   // The events the last publish_batch stored, in sequence order (empty when it
   // stored none). Valid until the next publish_batch.
   const std::vector<AppendedEvent>& last_appended() const { return appended_; }
 
   Sequence next_sequence() const { return log_.next_sequence(); }
+  const storage::EventLog& log() const { return log_; }
   const CoreStats& stats() const { return stats_; }
 
  private:
@@ -108,6 +117,7 @@ class Core {
   CoreStats stats_;
   std::vector<AppendedEvent> appended_;
   std::shared_ptr<const Agencies> agencies_;
+  Audit* audit_ = nullptr;
   // Receive times never go backwards in log order, even if the wall clock does, so
   // that a consumer can be positioned by time with a binary search.
   TimeMs last_received_at_ = 0;
