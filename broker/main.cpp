@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include <broker/agencies.h>
+#include <broker/audit.h>
 #include <broker/config.h>
 #include <broker/consumers.h>
 #include <broker/core.h>
@@ -163,7 +164,16 @@ int main(int argc, char** argv) {
     spdlog::error("cannot load the consumers in {}: {}", config.data_dir, st.error().to_string());
     return kStorage;
   }
+  // The audit chain's NIK key lives beside the log it protects; never in the chain.
+  const auto key_path = (std::filesystem::path(config.data_dir) / "audit.key").string();
+  auto nik_key = broker::load_or_create_nik_key(key_path);
+  if (!nik_key) {
+    spdlog::error("audit key: {}", nik_key.error().to_string());
+    return kStorage;
+  }
+  broker::Audit audit(store->log->audit(), clock, *nik_key);
   broker::Server server(core, consumers, config.server);
+  server.set_audit(&audit);
   server.set_agencies(agencies);
   server.set_reload_handler([&]() -> std::shared_ptr<const broker::Agencies> {
     if (config.dev) return nullptr;
@@ -181,9 +191,12 @@ int main(int argc, char** argv) {
     return kNetwork;
   }
   spdlog::info("kolabus-broker {} serving on {}", KOLABUS_VERSION, *bound);
-  spdlog::info("event log {} (next sequence {}), {} consumers, {} region codes ({})",
-               config.data_dir, core.next_sequence().value, consumers.list().size(), regions.size(),
-               config.regions_file.empty() ? "compiled-in Kemendagri list" : config.regions_file);
+  spdlog::info(
+      "event log {} (next sequence {}), audit chain of {} records, {} consumers, {} "
+      "region codes ({})",
+      config.data_dir, core.next_sequence().value, store->log->audit().head().index,
+      consumers.list().size(), regions.size(),
+      config.regions_file.empty() ? "compiled-in Kemendagri list" : config.regions_file);
   if (config.dev) {
     spdlog::warn(
         "DEVELOPMENT MODE: no encryption, no authentication, no authorisation; every "

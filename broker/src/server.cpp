@@ -1,6 +1,8 @@
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -15,6 +17,7 @@
 #include <schemas/log_generated.h>
 #include <schemas/profile.h>
 #include <schemas/protocol_generated.h>
+#include <schemas/validate.h>
 
 namespace kolabus::broker {
 
@@ -33,6 +36,7 @@ struct Incoming {
   std::uint64_t corr = 0;
   std::string source;
   std::span<const std::uint8_t> event;
+  const char* command = "";  // for refusal records
 };
 
 flatbuffers::DetachedBuffer nack_response(std::uint64_t corr, const std::optional<EventId>& id,
@@ -114,6 +118,13 @@ flatbuffers::DetachedBuffer done_response(std::uint64_t corr, std::uint64_t coun
   return finish(fbb, corr, protocol::Reply::Done, protocol::CreateDone(fbb, count));
 }
 
+// The sequence of a stored log record (0 if it does not verify: never sent then).
+std::uint64_t sequence_of(std::string_view record) {
+  const auto* bytes = reinterpret_cast<const std::uint8_t*>(record.data());
+  flatbuffers::Verifier verifier(bytes, record.size());
+  return log::VerifyLogRecordBuffer(verifier) ? log::GetLogRecord(bytes)->sequence() : 0;
+}
+
 std::vector<std::uint64_t> sequences_of(const flatbuffers::Vector<std::uint64_t>* v) {
   return v == nullptr ? std::vector<std::uint64_t>{}
                       : std::vector<std::uint64_t>(v->begin(), v->end());
@@ -155,8 +166,11 @@ class RefusalLog {
 // context; the registry is shared with the server loop (a reload swaps it).
 class ZapHandler {
  public:
-  ZapHandler(zmq::context_t& context, std::function<std::shared_ptr<const Agencies>()> registry)
-      : socket_(context, zmq::socket_type::rep), registry_(std::move(registry)) {
+  ZapHandler(zmq::context_t& context, std::function<std::shared_ptr<const Agencies>()> registry,
+             std::function<void(std::string key, std::string address)> refused)
+      : socket_(context, zmq::socket_type::rep),
+        registry_(std::move(registry)),
+        refused_(std::move(refused)) {
     socket_.set(zmq::sockopt::linger, 0);
     socket_.bind("inproc://zeromq.zap.01");  // before any CURVE socket binds
     thread_ = std::thread([this] { run(); });
@@ -189,6 +203,7 @@ class ZapHandler {
         } else {
           spdlog::warn("refused a connection from {}: key {} is not in the agency registry",
                        req[3].to_string_view(), z85);
+          refused_(z85, req[3].to_string());
         }
       }
       std::vector<zmq::message_t> reply;
@@ -205,6 +220,7 @@ class ZapHandler {
 
   zmq::socket_t socket_;
   std::function<std::shared_ptr<const Agencies>()> registry_;
+  std::function<void(std::string, std::string)> refused_;
   std::atomic<bool> stop_{false};
   std::thread thread_;
 };
@@ -228,6 +244,13 @@ struct Server::Impl {
 
   std::set<std::string> paused_agencies;  // logged when they stop and when they resume
 
+  Audit* audit = nullptr;
+  std::uint64_t audit_failures = 0;
+  Clock::time_point last_audit_error{};
+  // Connections the ZAP handler refused, waiting for the loop to record them.
+  std::mutex refused_mu;
+  std::vector<AuditFact> refused_connections;  // guarded by refused_mu
+
   Impl(Core& c, Consumers& cs, ServerOptions o) : core(c), consumers(cs), options(std::move(o)) {
     if (options.dev) return;
     // An agency whose agreement is not valid now receives nothing; its events wait.
@@ -238,8 +261,10 @@ struct Server::Impl {
       const std::string name(owner);
       if (why && paused_agencies.insert(name).second) {
         spdlog::warn("deliveries to agency {} stopped: {}", name, *why);
+        record(fact(audit::Action::AgreementStopped, name, *why));
       } else if (!why && paused_agencies.erase(name) > 0) {
         spdlog::info("deliveries to agency {} resumed", name);
+        record(fact(audit::Action::AgreementResumed, name, "a valid agreement is loaded"));
       }
       return why.has_value();
     });
@@ -248,6 +273,40 @@ struct Server::Impl {
   std::shared_ptr<const Agencies> agencies() {
     std::lock_guard lock(registry_mu);
     return registry;
+  }
+
+  static AuditFact fact(audit::Action action, std::string agency, std::string detail = {}) {
+    AuditFact f;
+    f.action = action;
+    f.agency = std::move(agency);
+    f.detail = std::move(detail);
+    return f;
+  }
+
+  // Writes audit records before what they describe is sent. False (logged, at most
+  // every 10 s) when the chain cannot be written: the caller then sends no data.
+  bool record(std::span<const AuditFact> facts) {
+    if (audit == nullptr || facts.empty()) return true;
+    Status st = audit->write(facts);
+    if (st) return true;
+    ++audit_failures;
+    const auto now = Clock::now();
+    if (now - last_audit_error > std::chrono::seconds(10)) {
+      spdlog::error("cannot write the audit chain, no data is sent until it can: {}",
+                    st.error().to_string());
+      last_audit_error = now;
+    }
+    return false;
+  }
+  bool record(const AuditFact& f) { return record(std::span<const AuditFact>(&f, 1)); }
+
+  void record_refused_connections() {
+    std::vector<AuditFact> facts;
+    {
+      std::lock_guard lock(refused_mu);
+      facts.swap(refused_connections);
+    }
+    record(facts);
   }
 
   // The agency a message comes from: the User-Id the ZAP handler gave its
@@ -329,6 +388,7 @@ struct Server::Impl {
     }
     const auto* req = flatbuffers::GetRoot<protocol::Request>(data);
     in.corr = req->corr();
+    in.command = protocol::EnumNameCommand(req->command_type());
     if (req->version() != kProtocolVersion) {
       refuse_frame(in.envelope, in.corr,
                    Nack{ErrorCode::UnsupportedVersion, "version",
@@ -342,9 +402,7 @@ struct Server::Impl {
     if (req->command_type() != protocol::Command::NONE && req->command() == nullptr) {
       refuse_frame(in.envelope, in.corr,
                    Nack{ErrorCode::MissingField, "command",
-                        std::string("command: ") + protocol::EnumNameCommand(req->command_type()) +
-                            " carries no table",
-                        false});
+                        std::string("command: ") + in.command + " carries no table", false});
       return true;
     }
     switch (req->command_type()) {
@@ -385,6 +443,18 @@ struct Server::Impl {
   void reply_error(Incoming& in, const CommandError& e) {
     const Nack n{e.code, e.field, e.message, false};
     refusals.log(agency_of(in.body), std::nullopt, n);
+    if (e.code == ErrorCode::NotAuthorised) {
+      record(fact(audit::Action::Refused, agency_of(in.body),
+                  std::string(in.command) + ": " + e.message));
+    }
+    send(in.envelope, nack_response(in.corr, std::nullopt, n));
+  }
+
+  // Data may leave only with its audit record written.
+  void reply_unaudited(Incoming& in) {
+    const Nack n{ErrorCode::StorageUnavailable, "",
+                 "the audit chain cannot be written now, so no data is sent; try again later",
+                 true};
     send(in.envelope, nack_response(in.corr, std::nullopt, n));
   }
 
@@ -462,6 +532,12 @@ struct Server::Impl {
         const auto& st = std::get<ConsumerStatus>(r);
         if (st.created)
           spdlog::info("consumer {}/{} created at sequence {}", owner, spec.name, st.next_sequence);
+        {
+          auto f = fact(audit::Action::Subscribe, owner, st.created ? "created" : "joined");
+          f.consumer = spec.name;
+          f.position = st.next_sequence;
+          record(f);
+        }
         flatbuffers::FlatBufferBuilder fbb(512);
         auto info = build_info(fbb, st);
         return send(in.envelope, finish(fbb, in.corr, protocol::Reply::Subscribed,
@@ -522,6 +598,13 @@ struct Server::Impl {
         const auto& st = std::get<ConsumerStatus>(r);
         spdlog::info("consumer {}/{} moved to sequence {} by {}", whose, st.spec.name,
                      st.next_sequence, owner);
+        {
+          auto f = fact(audit::Action::Seek, owner);
+          f.consumer = st.spec.name;
+          f.owner = whose;
+          f.position = st.next_sequence;
+          record(f);
+        }
         flatbuffers::FlatBufferBuilder fbb(512);
         auto info = build_info(fbb, st);
         return send(in.envelope, finish(fbb, in.corr, protocol::Reply::Subscribed,
@@ -534,6 +617,12 @@ struct Server::Impl {
         auto r = consumers.remove(whose, d->consumer()->string_view());
         if (auto* e = std::get_if<CommandError>(&r)) return reply_error(in, *e);
         spdlog::info("consumer {}/{} deleted by {}", whose, d->consumer()->string_view(), owner);
+        {
+          auto f = fact(audit::Action::DeleteConsumer, owner);
+          f.consumer = d->consumer()->str();
+          f.owner = whose;
+          record(f);
+        }
         return send(in.envelope, done_response(in.corr, std::get<std::uint64_t>(r)));
       }
       case protocol::Command::ReadRange: {
@@ -548,11 +637,14 @@ struct Server::Impl {
         const auto& page = std::get<RangePage>(r);
         flatbuffers::FlatBufferBuilder fbb(4096);
         std::vector<flatbuffers::Offset<protocol::Record>> records;
+        auto f = fact(audit::Action::Read, owner);
         for (const auto& rec : page.records) {
           if (auto m = minimised(rec, owner)) {
             records.push_back(protocol::CreateRecord(fbb, nested(fbb, *m)));
+            f.sequences.push_back(sequence_of(rec));
           }
         }
+        if (!f.sequences.empty() && !record(f)) return reply_unaudited(in);
         auto body = protocol::CreateRangePage(fbb, fbb.CreateVector(records), page.next, page.done);
         return send(in.envelope, finish(fbb, in.corr, protocol::Reply::RangePage, body));
       }
@@ -565,6 +657,12 @@ struct Server::Impl {
         if (auto* e = std::get_if<CommandError>(&r)) return reply_error(in, *e);
         flatbuffers::FlatBufferBuilder fbb(4096);
         std::vector<flatbuffers::Offset<protocol::DeadLetter>> items;
+        auto f = fact(audit::Action::ReadDeadLetters, owner);
+        f.owner = owner_of(l->owner());
+        if (l->consumer() != nullptr) f.consumer = l->consumer()->str();
+        for (const auto& d : std::get<std::vector<DeadLetter>>(r))
+          f.sequences.push_back(d.entry.sequence);
+        if (!f.sequences.empty() && !record(f)) return reply_unaudited(in);
         for (const auto& d : std::get<std::vector<DeadLetter>>(r)) {
           auto record = nested(fbb, minimised(d.record, owner).value_or(std::string()));
           items.push_back(protocol::CreateDeadLetter(
@@ -589,13 +687,130 @@ struct Server::Impl {
         if (auto* e = std::get_if<CommandError>(&r)) return reply_error(in, *e);
         spdlog::info("consumer {}/{}: {} {} dead letters", whose, name->string_view(),
                      redrive ? "redrove" : "dropped", std::get<std::uint64_t>(r));
+        {
+          auto f = fact(redrive ? audit::Action::Redrive : audit::Action::DropDeadLetters, owner);
+          f.consumer = name->str();
+          f.owner = whose;
+          f.sequences = seqs;
+          f.count = std::get<std::uint64_t>(r);
+          record(f);
+        }
         return send(in.envelope, done_response(in.corr, std::get<std::uint64_t>(r)));
+      }
+      case protocol::Command::AuditRead: {
+        if (auto e = may_operate()) return reply_error(in, *e);
+        if (audit == nullptr) return reply_error(in, no_audit());
+        return audit_read(in, req->command_as_AuditRead());
+      }
+      case protocol::Command::AuditPerson: {
+        if (auto e = may_operate()) return reply_error(in, *e);
+        if (audit == nullptr) return reply_error(in, no_audit());
+        return audit_person(in, owner, req->command_as_AuditPerson());
       }
       case protocol::Command::NONE:
       case protocol::Command::Publish:
       case protocol::Command::Ping:
         break;  // handled by read_one
     }
+  }
+
+  static CommandError no_audit() {
+    return {ErrorCode::InvalidRequest, "", "this broker keeps no audit chain"};
+  }
+
+  void storage_error(Incoming& in, const Error& e) {
+    spdlog::error("audit chain: {}", e.to_string());
+    const Nack n{ErrorCode::StorageUnavailable, "", "cannot read the audit chain: " + e.message,
+                 true};
+    send(in.envelope, nack_response(in.corr, std::nullopt, n));
+  }
+
+  void audit_read(Incoming& in, const protocol::AuditRead* ar) {
+    constexpr std::uint32_t kMaxPage = 10000;
+    const auto& log = audit->log();
+    std::uint64_t from = ar->from_index();
+    if (from == 0) {
+      auto at = first_index_at(log, ar->since_time());
+      if (!at) return storage_error(in, at.error());
+      from = *at;
+    }
+    const std::size_t max = std::clamp<std::uint32_t>(ar->max(), 1, kMaxPage);
+    const auto head = log.head();
+    flatbuffers::FlatBufferBuilder fbb(64 * 1024);
+    std::vector<flatbuffers::Offset<protocol::AuditBlob>> blobs;
+    std::uint64_t next = from;
+    Status st = log.scan(from, max, [&](std::uint64_t key, std::string_view bytes) {
+      auto v = fbb.CreateVector(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size());
+      blobs.push_back(protocol::CreateAuditBlob(fbb, key, v));
+      next = key + 1;
+      return true;
+    });
+    if (!st) return storage_error(in, st.error());
+    const bool done = blobs.size() < max;
+    auto records = fbb.CreateVector(blobs);
+    auto hash = fbb.CreateVector(head.hash.data(), head.hash.size());
+    auto body = protocol::CreateAuditPage(fbb, records, next, done, head.index, hash);
+    send(in.envelope, finish(fbb, in.corr, protocol::Reply::AuditPage, body));
+  }
+
+  void audit_person(Incoming& in, const std::string& owner, const protocol::AuditPerson* ap) {
+    constexpr std::uint32_t kMaxScan = 100000;
+    const std::string_view nik = ap->nik()->string_view();
+    if (nik.size() != 16 ||
+        !std::all_of(nik.begin(), nik.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      return reply_error(in, {ErrorCode::InvalidRequest, "nik", "nik: must be 16 digits"});
+    }
+    const std::uint64_t from = std::max<std::uint64_t>(ap->from_index(), 1);
+    // The question itself is an access to personal data: recorded (without the NIK)
+    // before the first page is answered.
+    if (from == 1 && !record(fact(audit::Action::PersonQuery, owner,
+                                  "which agencies received a person's "
+                                  "events"))) {
+      return reply_unaudited(in);
+    }
+    const auto& log = audit->log();
+    const std::size_t max = std::clamp<std::uint32_t>(ap->max(), 1, kMaxScan);
+    PersonScan scan(audit->hash_nik(nik), sequences_of(ap->sequences()));
+    std::vector<PersonHit> hits;
+    std::uint64_t next = from;
+    std::size_t scanned = 0;
+    Status st = log.scan(from, max, [&](std::uint64_t key, std::string_view bytes) {
+      scan.feed(key, bytes, hits);
+      next = key + 1;
+      ++scanned;
+      return true;
+    });
+    if (!st) return storage_error(in, st.error());
+    flatbuffers::FlatBufferBuilder fbb(4096);
+    std::vector<flatbuffers::Offset<protocol::PersonHit>> out;
+    std::map<std::uint64_t, std::pair<std::optional<events::Uuid>, std::uint8_t>> events;
+    for (const auto& h : hits) {
+      auto it = events.find(h.sequence);
+      if (it == events.end()) it = events.emplace(h.sequence, event_summary(h.sequence)).first;
+      const auto& [id, kind] = it->second;
+      auto agency = fbb.CreateString(h.agency);
+      auto consumer = fbb.CreateString(h.consumer);
+      out.push_back(protocol::CreatePersonHit(fbb, h.index, h.time, h.action, agency, consumer,
+                                              h.sequence, id ? &*id : nullptr, kind));
+    }
+    auto hits_v = fbb.CreateVector(out);
+    auto seqs = fbb.CreateVector(scan.sequences());
+    auto body = protocol::CreateAuditPersonPage(fbb, hits_v, seqs, next, scanned < max);
+    send(in.envelope, finish(fbb, in.corr, protocol::Reply::AuditPersonPage, body));
+  }
+
+  // The id and kind of the event stored under `seq` (for a person's hits).
+  std::pair<std::optional<events::Uuid>, std::uint8_t> event_summary(std::uint64_t seq) {
+    auto rec = core.log().read(Sequence{seq});
+    if (!rec || !rec->has_value()) return {std::nullopt, 0};
+    const auto* bytes = reinterpret_cast<const std::uint8_t*>((*rec)->data());
+    flatbuffers::Verifier verifier(bytes, (*rec)->size());
+    if (!log::VerifyLogRecordBuffer(verifier)) return {std::nullopt, 0};
+    const auto* lr = log::GetLogRecord(bytes);
+    const auto* ev =
+        lr->event() ? schemas::verified_event({lr->event()->data(), lr->event()->size()}) : nullptr;
+    if (ev == nullptr) return {std::nullopt, 0};
+    return {*ev->id(), static_cast<std::uint8_t>(ev->payload_type())};
   }
 
   // The record as `agency` may see it: its event with only the payload fields of the
@@ -628,10 +843,28 @@ struct Server::Impl {
   }
 
   void deliver() {
-    for (auto& d : consumers.pump()) {
-      auto record = minimised(std::move(d.record), d.owner);
-      if (!record) continue;  // stays in flight: delivered again after ack_wait
-      d.record = std::move(*record);
+    auto due = consumers.pump();
+    std::vector<broker::Delivery*> ready;
+    std::vector<AuditFact> facts;  // one per consumer
+    for (auto& d : due) {
+      auto m = minimised(std::move(d.record), d.owner);
+      if (!m) continue;  // stays in flight: delivered again after ack_wait
+      d.record = std::move(*m);
+      ready.push_back(&d);
+      auto it = std::find_if(facts.begin(), facts.end(), [&](const AuditFact& f) {
+        return f.agency == d.owner && f.consumer == d.consumer;
+      });
+      if (it == facts.end()) {
+        facts.push_back(fact(audit::Action::Deliver, d.owner));
+        facts.back().consumer = d.consumer;
+        it = facts.end() - 1;
+      }
+      it->sequences.push_back(d.sequence.value);
+    }
+    // No audit record, no delivery: the events stay in flight and go again later.
+    if (!record(facts)) ready.clear();
+    for (auto* dp : ready) {
+      auto& d = *dp;
       std::vector<zmq::message_t> envelope;
       envelope.emplace_back(d.client.bytes.data(), d.client.bytes.size());
       const auto before = unroutable_replies;
@@ -678,10 +911,21 @@ Server::Server(Core& core, Consumers& consumers, ServerOptions options)
 
 Server::~Server() = default;
 
+void Server::set_audit(Audit* audit) {
+  impl_->audit = audit;
+  impl_->core.set_audit(audit);
+}
+
 void Server::set_agencies(std::shared_ptr<const Agencies> agencies) {
   {
     std::lock_guard lock(impl_->registry_mu);
     impl_->registry = agencies;
+  }
+  if (agencies) {
+    std::string names;
+    for (const auto& a : agencies->all()) names += (names.empty() ? "" : ", ") + a.name;
+    impl_->record(Impl::fact(audit::Action::RegistryLoaded, "",
+                             std::to_string(agencies->size()) + " agencies: " + names));
   }
   impl_->core.set_agencies(impl_->options.dev ? nullptr : std::move(agencies));
 }
@@ -694,7 +938,14 @@ Result<std::string> Server::bind() {
         return unexpected(Errc::kInvalidArgument, "no CURVE secret key for the broker");
       }
       Impl* im = impl_.get();
-      impl_->zap = std::make_unique<ZapHandler>(impl_->context, [im] { return im->agencies(); });
+      impl_->zap = std::make_unique<ZapHandler>(
+          impl_->context, [im] { return im->agencies(); },
+          [im](std::string key, std::string address) {
+            std::lock_guard lock(im->refused_mu);
+            im->refused_connections.push_back(
+                Impl::fact(audit::Action::ConnectionRefused, "",
+                           "key " + key + " from " + address + " is not in the agency registry"));
+          });
       s.set(zmq::sockopt::curve_server, 1);
       s.set(zmq::sockopt::curve_secretkey, impl_->options.curve_secret_key);
       s.set(zmq::sockopt::zap_domain, "kolabus");
@@ -724,6 +975,7 @@ void Server::run() {
   zmq::pollitem_t items[] = {{im.socket.handle(), 0, ZMQ_POLLIN, 0}};
   auto last_stats = Clock::now();
   CoreStats logged{};
+  im.record(Impl::fact(audit::Action::BrokerStarted, "", "kolabus-broker " KOLABUS_VERSION));
   while (!stop_.load()) {
     try {
       auto timeout = std::chrono::milliseconds(200);
@@ -746,6 +998,7 @@ void Server::run() {
       }
       if (!batch.empty()) im.commit(batch);
     }
+    im.record_refused_connections();
     im.deliver();
     if (reload_.exchange(false) && reload_handler_) {
       if (auto fresh = reload_handler_()) set_agencies(std::move(fresh));

@@ -334,4 +334,55 @@ Result<std::uint64_t> AdminClient::dlq_drop(const std::string& consumer,
       [](auto& fbb, auto name, auto seqs) { return protocol::CreateDlqDrop(fbb, name, seqs); });
 }
 
+Result<AuditPageView> AdminClient::audit_read(std::uint64_t from_index, TimeMs since,
+                                              std::uint32_t max) {
+  flatbuffers::FlatBufferBuilder fbb(64);
+  auto cmd = protocol::CreateAuditRead(fbb, from_index, since, max);
+  auto page = impl_->call<protocol::AuditPage>(fbb, protocol::Command::AuditRead, cmd.Union());
+  if (!page) return unexpected(page.error());
+  AuditPageView out;
+  out.next_index = (*page)->next_index();
+  out.done = (*page)->done();
+  out.head_index = (*page)->head_index();
+  out.head_hash = bytes_of((*page)->head_hash());
+  if (const auto* rs = (*page)->records()) {
+    out.records.reserve(rs->size());
+    for (const auto* r : *rs) out.records.emplace_back(r->index(), bytes_of(r->bytes()));
+  }
+  return out;
+}
+
+Result<AuditPersonPageView> AdminClient::audit_person(const std::string& nik,
+                                                      std::uint64_t from_index, std::uint32_t max,
+                                                      std::span<const std::uint64_t> sequences) {
+  flatbuffers::FlatBufferBuilder fbb(256 + sequences.size() * 8);
+  auto n = fbb.CreateString(nik);
+  auto seqs = fbb.CreateVector(sequences.data(), sequences.size());
+  auto cmd = protocol::CreateAuditPerson(fbb, n, from_index, max, seqs);
+  auto page =
+      impl_->call<protocol::AuditPersonPage>(fbb, protocol::Command::AuditPerson, cmd.Union());
+  if (!page) return unexpected(page.error());
+  AuditPersonPageView out;
+  out.next_index = (*page)->next_index();
+  out.done = (*page)->done();
+  if (const auto* ss = (*page)->sequences()) out.sequences.assign(ss->begin(), ss->end());
+  if (const auto* hs = (*page)->hits()) {
+    for (const auto* h : *hs) {
+      PersonHitView v{h->index(),
+                      h->time(),
+                      static_cast<std::uint8_t>(h->action()),
+                      str(h->agency()),
+                      str(h->consumer()),
+                      h->sequence(),
+                      {},
+                      h->kind()};
+      if (const auto* id = h->event_id()) {
+        v.event_id.assign(reinterpret_cast<const char*>(id->bytes()->data()), 16);
+      }
+      out.hits.push_back(std::move(v));
+    }
+  }
+  return out;
+}
+
 }  // namespace kolabus::client

@@ -251,6 +251,8 @@ struct Consumer::Impl {
       case protocol::Reply::ConsumerList:
       case protocol::Reply::RangePage:
       case protocol::Reply::DeadLetterList:
+      case protocol::Reply::AuditPage:
+      case protocol::Reply::AuditPersonPage:
       case protocol::Reply::NONE:
         return {};
     }

@@ -80,6 +80,7 @@ class Agencies {
   const Agency* by_key(std::string_view public_key_z85) const;
   const Agency* by_name(std::string_view name) const;
   std::size_t size() const { return agencies_.size(); }
+  const std::vector<Agency>& all() const { return agencies_; }
   const std::string& path() const { return path_; }
 
  private:

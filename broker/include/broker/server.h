@@ -20,6 +20,7 @@
 #include <memory>
 #include <string>
 
+#include <broker/audit.h>
 #include <broker/consumers.h>
 #include <broker/core.h>
 #include <common/result.h>
@@ -55,6 +56,11 @@ class Server {
   // Binds the ROUTER socket. Returns the endpoint actually bound (with the port
   // chosen when the configured port was "*").
   Result<std::string> bind();
+
+  // The audit chain (for the server and the core): every access to events and every
+  // act of authority is recorded before its reply or delivery is sent. Null: none.
+  // Borrowed; must outlive the server. REQUIRES: called before set_agencies and run.
+  void set_audit(Audit* audit);
 
   // The agency registry: the ZAP handler admits its keys; commands are checked
   // against its grants. REQUIRES (unless dev): set before bind(). May be called

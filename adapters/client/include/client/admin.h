@@ -85,6 +85,35 @@ struct DeadLetterView {
   std::string record;  // LogRecord bytes
 };
 
+// One page of the audit chain as stored (kolabus.audit.Record bytes under their keys),
+// and the chain's recorded head.
+struct AuditPageView {
+  std::vector<std::pair<std::uint64_t, std::string>> records;  // (index, bytes)
+  std::uint64_t next_index = 0;
+  bool done = false;
+  std::uint64_t head_index = 0;
+  std::string head_hash;  // 32 bytes
+};
+
+// An audit record showing one of a person's events published, delivered or read.
+struct PersonHitView {
+  std::uint64_t index = 0;
+  TimeMs time = 0;
+  std::uint8_t action = 0;  // kolabus::audit::Action
+  std::string agency;
+  std::string consumer;
+  std::uint64_t sequence = 0;
+  std::string event_id;   // 16 bytes; empty if the event could not be read
+  std::uint8_t kind = 0;  // kolabus::events::Payload
+};
+
+struct AuditPersonPageView {
+  std::vector<PersonHitView> hits;
+  std::vector<std::uint64_t> sequences;  // pass to the next page
+  std::uint64_t next_index = 0;
+  bool done = false;
+};
+
 struct BrokerInfo {
   std::string broker_version;
   std::uint64_t next_sequence = 0;  // what the next stored event will get
@@ -140,6 +169,17 @@ class AdminClient {
   // Delete dead letters for good (empty `sequences`: all). Returns how many.
   Result<std::uint64_t> dlq_drop(const std::string& consumer,
                                  std::span<const std::uint64_t> sequences);
+
+  // One page of the audit chain: from `from_index`, or (from_index 0) from the first
+  // record at or after `since` (0: the start). Page on with from_index = next_index
+  // until done.
+  Result<AuditPageView> audit_read(std::uint64_t from_index, TimeMs since, std::uint32_t max);
+
+  // One page of a person's records: `max` audit records scanned from `from_index`
+  // (0 or 1: the start), with the `sequences` the previous page returned.
+  Result<AuditPersonPageView> audit_person(const std::string& nik, std::uint64_t from_index,
+                                           std::uint32_t max,
+                                           std::span<const std::uint64_t> sequences);
 
  private:
   struct Impl;
