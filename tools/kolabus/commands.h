@@ -14,6 +14,7 @@ enum Exit : int {
   kUnavailable = 3,  // the broker did not answer in time; events stay queued
   kInternal = 4,
   kNotFound = 5,  // the named consumer or dead letter does not exist
+  kBroken = 6,    // the audit chain does not verify
 };
 
 void add_keygen(CLI::App& app, int& exit_code);
@@ -23,5 +24,6 @@ void add_consumers(CLI::App& app, int& exit_code);
 void add_replay(CLI::App& app, int& exit_code);
 void add_dlq(CLI::App& app, int& exit_code);
 void add_tail(CLI::App& app, int& exit_code);
+void add_audit(CLI::App& app, int& exit_code);
 
 }  // namespace kolabus::cli

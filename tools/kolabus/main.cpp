@@ -7,7 +7,8 @@ int main(int argc, char** argv) {
   CLI::App app{
       "kolabus: publish, inspect and operate the kolabus population-event bus.\n"
       "Exit status: 0 ok, 1 some input or command refused, 2 usage error, 3 broker "
-      "unavailable, 4 internal error, 5 no such consumer or dead letter."};
+      "unavailable, 4 internal error, 5 no such consumer or dead letter, 6 the audit chain "
+      "does not verify."};
   app.set_version_flag("--version", KOLABUS_VERSION);
   app.require_subcommand(1);
   int exit_code = kolabus::cli::kOk;
@@ -18,6 +19,7 @@ int main(int argc, char** argv) {
   kolabus::cli::add_replay(app, exit_code);
   kolabus::cli::add_dlq(app, exit_code);
   kolabus::cli::add_tail(app, exit_code);
+  kolabus::cli::add_audit(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
