@@ -9,6 +9,7 @@
 
 #include "broker_process.h"
 #include "test_events.h"
+#include <broker/audit.h>
 #include <client/admin.h>
 #include <client/consumer.h>
 #include <client/curve.h>
@@ -88,6 +89,41 @@ struct SecureBus {
     return o;
   }
 };
+
+// Every record of the broker's audit chain, checked link by link on the way.
+std::vector<std::string> audit_records(client::AdminClient& admin) {
+  std::vector<std::string> out;
+  broker::ChainVerifier v;
+  std::uint64_t from = 1;
+  while (true) {
+    auto page = admin.audit_read(from, 0, 3);  // small pages: paging is exercised too
+    REQUIRE_MESSAGE(page.has_value(), page.error().to_string());
+    for (auto& [key, bytes] : page->records) {
+      CHECK_FALSE(v.feed(key, bytes).has_value());
+      out.push_back(std::move(bytes));
+    }
+    if (page->done) {
+      storage::AuditHead head{page->head_index, {}};
+      REQUIRE(page->head_hash.size() == 32);
+      std::copy(page->head_hash.begin(), page->head_hash.end(), head.hash.begin());
+      CHECK_FALSE(v.finish(head).has_value());
+      return out;
+    }
+    from = page->next_index;
+  }
+}
+
+// The records of `action`, decoded.
+std::vector<const audit::Record*> of_action(const std::vector<std::string>& recs,
+                                            audit::Action action) {
+  std::vector<const audit::Record*> out;
+  for (const auto& b : recs) {
+    const auto* r = broker::verified_record(b);
+    REQUIRE(r != nullptr);
+    if (r->action() == action) out.push_back(r);
+  }
+  return out;
+}
 
 void publish_all(client::Publisher& p, const std::vector<std::vector<std::uint8_t>>& evs) {
   std::vector<std::span<const std::uint8_t>> batch(evs.begin(), evs.end());
@@ -241,6 +277,110 @@ TEST_CASE("Security: an expired agreement stops deliveries; a renewed one resume
     poll(100ms);
     return got.size() == 3;
   }));
+
+  // The stop and the resumption are in the audit chain, with the reason.
+  auto ops = client::AdminClient::connect(bus.broker->endpoint(), 10s, bus.as(bus.registry_keys));
+  REQUIRE(ops.has_value());
+  const auto recs = audit_records(**ops);
+  const auto stopped = of_action(recs, audit::Action::AgreementStopped);
+  REQUIRE(stopped.size() == 1);
+  CHECK(stopped[0]->agency()->str() == "kel-pasar-baru");
+  CHECK(stopped[0]->detail()->str().find("expired on 2021-12-31") != std::string::npos);
+  CHECK(of_action(recs, audit::Action::AgreementResumed).size() == 1);
+  CHECK(of_action(recs, audit::Action::RegistryLoaded).size() == 3);  // start, two reloads
+}
+
+TEST_CASE("Security: the audit chain records access and refusals, and answers who saw a person") {
+  SecureBus bus;
+  const TimeMs t = SystemClock().now_ms() - kDay;
+  auto registry = bus.publisher(bus.registry_keys, "registry");
+  // Two births to the kelurahan's village (mother 1271015203950001), a death elsewhere.
+  publish_all(*registry, {test::make_birth("1271011001", t), test::make_birth("1271011001", t),
+                          test::make_death("1271011002", t)});
+  auto c = client::Consumer::open(bus.consumer(bus.kelurahan_keys, "kel", {"1271011001"}));
+  REQUIRE(c.has_value());
+  std::size_t got = 0;
+  REQUIRE(test::wait_until([&] {
+    auto n = (*c)->poll(
+        [&](const client::Received&, storage::Inbox::Txn&) {
+          ++got;
+          return client::HandlerResult{};
+        },
+        100ms);
+    REQUIRE(n.has_value());
+    return got == 2;
+  }));
+  auto ops = client::AdminClient::connect(bus.broker->endpoint(), 10s, bus.as(bus.registry_keys));
+  REQUIRE(ops.has_value());
+  REQUIRE((*ops)->read_range({{}, {"1271011002"}}, 1, 0, 0, 100).has_value());  // a replay
+  // Refused: a kelurahan replaying, and a key the registry does not know.
+  auto kel_admin =
+      client::AdminClient::connect(bus.broker->endpoint(), 10s, bus.as(bus.kelurahan_keys));
+  CHECK_FALSE((*kel_admin)->read_range({{}, {"1271011001"}}, 1, 0, 0, 100).has_value());
+  CHECK_FALSE((*kel_admin)->audit_read(1, 0, 10).has_value());  // nor read the chain
+  auto stranger = client::AdminClient::connect(bus.broker->endpoint(), 2s, bus.as(bus.stranger));
+  CHECK_FALSE((*stranger)->ping().has_value());
+
+  std::vector<std::string> recs;
+  REQUIRE(test::wait_until([&] {
+    recs = audit_records(**ops);
+    return !of_action(recs, audit::Action::ConnectionRefused).empty();
+  }));
+  const auto publish = of_action(recs, audit::Action::Publish);
+  REQUIRE(publish.size() == 1);
+  CHECK(publish[0]->agency()->str() == "disdukcapil-medan");
+  CHECK(publish[0]->count() == 3);
+  const auto deliver = of_action(recs, audit::Action::Deliver);
+  REQUIRE_FALSE(deliver.empty());
+  CHECK(deliver[0]->agency()->str() == "kel-pasar-baru");
+  CHECK(deliver[0]->consumer()->str() == "kel");
+  const auto read = of_action(recs, audit::Action::Read);
+  REQUIRE(read.size() == 1);
+  CHECK(read[0]->first_sequence() == 3);
+  const auto refused = of_action(recs, audit::Action::Refused);
+  REQUIRE(refused.size() == 2);
+  CHECK(refused[0]->agency()->str() == "kel-pasar-baru");
+  CHECK(refused[0]->detail()->str().find("ReadRange: ") == 0);
+  CHECK(refused[1]->detail()->str().find("AuditRead: ") == 0);
+  CHECK(of_action(recs, audit::Action::ConnectionRefused)[0]->detail()->str().find(
+            bus.stranger.public_key) != std::string::npos);
+  for (const auto& r : recs) {
+    CHECK(r.find("1271015203950001") == std::string::npos);  // no NIK in the chain
+  }
+
+  // Who received the mother's data? The registry published it, the kelurahan got it.
+  std::vector<client::PersonHitView> hits;
+  std::vector<std::uint64_t> seqs;
+  std::uint64_t from = 1;
+  while (true) {
+    auto page = (*ops)->audit_person("1271015203950001", from, 4, seqs);  // pages of 4
+    REQUIRE_MESSAGE(page.has_value(), page.error().to_string());
+    hits.insert(hits.end(), page->hits.begin(), page->hits.end());
+    seqs = page->sequences;
+    if (page->done) break;
+    from = page->next_index;
+  }
+  CHECK(seqs == std::vector<std::uint64_t>{1, 2});
+  std::set<std::pair<std::string, std::uint64_t>> received;
+  for (const auto& h : hits) {
+    CHECK(h.kind == static_cast<std::uint8_t>(events::Payload::Birth));
+    CHECK(h.event_id.size() == 16);
+    if (h.action == static_cast<std::uint8_t>(audit::Action::Deliver)) {
+      received.emplace(h.agency, h.sequence);
+    }
+  }
+  CHECK(received == std::set<std::pair<std::string, std::uint64_t>>{{"kel-pasar-baru", 1},
+                                                                    {"kel-pasar-baru", 2}});
+  // The deceased's event went to nobody but the replaying operator.
+  auto dead = (*ops)->audit_person("1271011505500003", 1, 100000, {});
+  REQUIRE(dead.has_value());
+  CHECK(dead->sequences == std::vector<std::uint64_t>{3});
+  CHECK(dead->hits.size() == 2);  // published, read
+  auto bad = (*ops)->audit_person("12710115055", 1, 100, {});
+  REQUIRE_FALSE(bad.has_value());
+  CHECK(bad.error().message.find("16 digits") != std::string::npos);
+  // The questions themselves were recorded.
+  CHECK(of_action(audit_records(**ops), audit::Action::PersonQuery).size() == 2);
 }
 
 TEST_CASE("Security: fields outside an agency's profile are absent from the bytes it receives") {
