@@ -16,6 +16,7 @@ Prints one line per check, then `N passed, M failed`; exits 0 only if none faile
 """
 
 import argparse
+import hashlib
 import os
 import re
 import secrets
@@ -75,7 +76,11 @@ from kolabus.events import (  # noqa: E402
     Sex,
     Uuid,
 )
+from kolabus.audit import Record as AuditRecord  # noqa: E402
 from kolabus.protocol import (  # noqa: E402
+    AuditBlob,
+    AuditPage,
+    AuditRead,
     Command,
     ErrorCode,
     Nack,
@@ -108,6 +113,7 @@ def curve_setup(tmp):
         f.write('[[agency]]\nname = "python-agency"\n'
                 f'public_key = "{client_pub.decode()}"\n'
                 'publish = { kinds = ["*"], regions = ["1271"] }\n'
+                'operate = true\n'
                 'agreement = { pks = "PKS/PY/1", purpose = "test", valid_from = 2020-01-01, '
                 'valid_until = 2099-12-31 }\n')
     return ["--key", key_file, "--agencies", registry]
@@ -248,6 +254,21 @@ def build_ping(corr):
     Request.AddCorr(b, corr)
     Request.AddCommandType(b, Command.Command.Ping)
     Request.AddCommand(b, ping)
+    b.Finish(Request.End(b), file_identifier=b"KLRQ")
+    return bytes(b.Output())
+
+
+def build_audit_read(corr, from_index, max_records):
+    b = flatbuffers.Builder(64)
+    AuditRead.Start(b)
+    AuditRead.AddFromIndex(b, from_index)
+    AuditRead.AddMax(b, max_records)
+    cmd = AuditRead.End(b)
+    Request.Start(b)
+    Request.AddVersion(b, 1)
+    Request.AddCorr(b, corr)
+    Request.AddCommandType(b, Command.Command.AuditRead)
+    Request.AddCommand(b, cmd)
     b.Finish(Request.End(b), file_identifier=b"KLRQ")
     return bytes(b.Output())
 
@@ -538,6 +559,43 @@ def run_checks(endpoint, ctx, check):
     if CURVE:
         check.run("8. CURVE: a key not in the registry is refused (monitor: status 400)",
                   unknown_key_refused)
+
+    def audit_chain_verifies():
+        # Section 5.1: keys 1, 2, ... without gaps, each record names its key and holds
+        # the BLAKE2b-256 of the previous record's bytes; the last one's is the head.
+        prev, expected, corr, from_index = bytes(32), 1, 900, 1
+        actions = []
+        while True:
+            corr += 1
+            dealer.send(build_audit_read(corr, from_index, 2))  # small pages: paging too
+            frame = recv_frames(dealer, RECV_TIMEOUT_S)[-1]
+            r = Response.Response.GetRootAs(frame, 0)
+            expect(r.Corr() == corr and r.ReplyType() == Reply.Reply.AuditPage,
+                   f"an AuditPage for corr {corr}", Decoded(frame))
+            page = AuditPage.AuditPage()
+            page.Init(r.Reply().Bytes, r.Reply().Pos)
+            for i in range(page.RecordsLength()):
+                blob = page.Records(i)
+                data = bytes(blob.Bytes(j) for j in range(blob.BytesLength()))
+                expect(blob.Index() == expected, f"record key {expected}")
+                rec = AuditRecord.Record.GetRootAs(data, 0)
+                expect(rec.Index() == expected, f"record {expected} names its key")
+                link = bytes(rec.PrevHash(j) for j in range(rec.PrevHashLength()))
+                expect(link == prev, f"record {expected} links back")
+                actions.append(rec.Action())
+                prev = hashlib.blake2b(data, digest_size=32).digest()
+                expected += 1
+            if page.Done():
+                expect(page.HeadIndex() == expected - 1, "the head is the last record")
+                head = bytes(page.HeadHash(j) for j in range(page.HeadHashLength()))
+                expect(head == prev, "the head hash is the last hash")
+                break
+            from_index = page.NextIndex()
+        publishes = sum(1 for a in actions if a == 1)  # kolabus.audit.Action.Publish
+        expect(publishes >= 3, "a Publish record per group commit")
+        return f"{expected - 1} records verified, {publishes} Publish"
+
+    check.run("9. AuditRead: the chain verifies with hashlib.blake2b", audit_chain_verifies)
     dealer.close(0)
 
 
