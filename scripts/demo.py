@@ -257,7 +257,21 @@ def main():
              lambda: "kel-pusat-pasar" in consumers() and settled(), 60)
     print(run([KOLABUS, "consumers"]).stdout)
 
-    say("9. Summary")
+    say("9. The audit chain: every publish, delivery and refusal, each record hashed into "
+        "the next; and a resident asks who received their data")
+    r = run([KOLABUS, "audit", "verify"])
+    print(r.stdout.strip().splitlines()[0] if r.stdout.strip() else r.stderr.strip())
+    ok = ok and r.returncode == 0
+    births = [e for e in kolabus_json("replay", "--from", "1", "--regions", "1271011001",
+                                      "--kinds", "birth")]
+    if births:
+        nik = births[0]["event"]["payload"]["mother_nik"]
+        r = run([KOLABUS, "audit", "person", nik])
+        print(f"kolabus audit person {nik}  (a mother in Pasar Baru)")
+        print(r.stdout)
+        ok = ok and r.returncode == 0 and "kel-pasar-baru" in r.stdout
+
+    say("10. Summary")
     ok = table() and ok
     print(run([ADAPTER, "report", "--config", os.path.join(MEDAN, "kec-medan-kota.toml"),
                "--from", "2020-01-01", "--to", "2030-12-31"]).stdout)
