@@ -175,12 +175,15 @@ int main(int argc, char** argv) {
   broker::Server server(core, consumers, config.server);
   server.set_audit(&audit);
   server.set_agencies(agencies);
-  server.set_reload_handler([&]() -> std::shared_ptr<const broker::Agencies> {
-    if (config.dev) return nullptr;
+  server.set_reload_handler([&]() -> Result<std::shared_ptr<const broker::Agencies>> {
+    if (config.dev) {
+      return unexpected(Errc::kInvalidArgument,
+                        "development mode has no agency registry to reload");
+    }
     auto fresh = broker::Agencies::load(config.agencies_file, regions);
     if (!fresh) {
       spdlog::error("agency registry not reloaded, the old one stays: {}", fresh.error().message);
-      return nullptr;
+      return unexpected(fresh.error());
     }
     spdlog::info("agency registry reloaded: {} agencies", fresh->size());
     return std::make_shared<const broker::Agencies>(std::move(*fresh));

@@ -245,6 +245,8 @@ struct Server::Impl {
   std::set<std::string> paused_agencies;  // logged when they stop and when they resume
 
   Audit* audit = nullptr;
+  Server::ReloadHandler reload_handler;
+  std::function<void(std::shared_ptr<const Agencies>)> install_registry;  // Server's
   std::uint64_t audit_failures = 0;
   Clock::time_point last_audit_error{};
   // Connections the ZAP handler refused, waiting for the loop to record them.
@@ -697,6 +699,16 @@ struct Server::Impl {
         }
         return send(in.envelope, done_response(in.corr, std::get<std::uint64_t>(r)));
       }
+      case protocol::Command::ReloadRegistry: {
+        if (auto e = may_operate()) return reply_error(in, *e);
+        auto r = reload_registry();
+        if (!r) {
+          return reply_error(
+              in, {ErrorCode::InvalidRequest, "",
+                   "agency registry not reloaded, the old one stays: " + r.error().message});
+        }
+        return send(in.envelope, done_response(in.corr, *r));
+      }
       case protocol::Command::AuditRead: {
         if (auto e = may_operate()) return reply_error(in, *e);
         if (audit == nullptr) return reply_error(in, no_audit());
@@ -712,6 +724,16 @@ struct Server::Impl {
       case protocol::Command::Ping:
         break;  // handled by read_one
     }
+  }
+
+  // Loads the registry again (SIGHUP or ReloadRegistry). Returns its agency count.
+  Result<std::uint64_t> reload_registry() {
+    if (!reload_handler) return unexpected(Errc::kInvalidArgument, "no registry to reload");
+    auto fresh = reload_handler();
+    if (!fresh) return unexpected(fresh.error());
+    const std::uint64_t n = (*fresh)->size();
+    install_registry(std::move(*fresh));
+    return n;
   }
 
   static CommandError no_audit() {
@@ -907,7 +929,15 @@ struct Server::Impl {
 };
 
 Server::Server(Core& core, Consumers& consumers, ServerOptions options)
-    : impl_(std::make_unique<Impl>(core, consumers, std::move(options))) {}
+    : impl_(std::make_unique<Impl>(core, consumers, std::move(options))) {
+  impl_->install_registry = [this](std::shared_ptr<const Agencies> a) {
+    set_agencies(std::move(a));
+  };
+}
+
+void Server::set_reload_handler(ReloadHandler handler) {
+  impl_->reload_handler = std::move(handler);
+}
 
 Server::~Server() = default;
 
@@ -1000,9 +1030,7 @@ void Server::run() {
     }
     im.record_refused_connections();
     im.deliver();
-    if (reload_.exchange(false) && reload_handler_) {
-      if (auto fresh = reload_handler_()) set_agencies(std::move(fresh));
-    }
+    if (reload_.exchange(false)) (void)im.reload_registry();  // errors are logged
     const auto now = Clock::now();
     if (now - last_stats > std::chrono::milliseconds(im.options.stats_interval_ms)) {
       const auto& s = im.core.stats();

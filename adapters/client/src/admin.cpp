@@ -283,6 +283,14 @@ Status AdminClient::delete_consumer(const std::string& name) {
   return {};
 }
 
+Result<std::uint64_t> AdminClient::reload_registry() {
+  flatbuffers::FlatBufferBuilder fbb(64);
+  auto cmd = protocol::CreateReloadRegistry(fbb);
+  auto done = impl_->call<protocol::Done>(fbb, protocol::Command::ReloadRegistry, cmd.Union());
+  if (!done) return unexpected(done.error());
+  return (*done)->count();
+}
+
 Result<RangePageView> AdminClient::read_range(const FilterView& filter, std::uint64_t from_sequence,
                                               TimeMs from_time, std::uint64_t to_sequence,
                                               std::uint32_t max_events) {

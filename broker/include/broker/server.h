@@ -71,18 +71,17 @@ class Server {
   void run();
   void request_stop() { stop_.store(true); }
   // Asks the loop to call the reload handler (from a SIGHUP handler: it only sets
-  // an atomic flag). The handler returns the new registry, or null to keep the old.
+  // an atomic flag). An operator's ReloadRegistry command calls it too. The handler
+  // returns the new registry, or an error (then the old one stays).
+  using ReloadHandler = std::function<Result<std::shared_ptr<const Agencies>>()>;
   void request_reload() { reload_.store(true); }
-  void set_reload_handler(std::function<std::shared_ptr<const Agencies>()> handler) {
-    reload_handler_ = std::move(handler);
-  }
+  void set_reload_handler(ReloadHandler handler);
 
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
   std::atomic<bool> stop_{false};
   std::atomic<bool> reload_{false};
-  std::function<std::shared_ptr<const Agencies>()> reload_handler_;
 };
 
 }  // namespace kolabus::broker

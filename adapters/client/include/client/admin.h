@@ -151,6 +151,11 @@ class AdminClient {
 
   Status delete_consumer(const std::string& name);
 
+  // Has the broker load its agency registry again (as SIGHUP does). Returns the
+  // number of agencies; kInvalidArgument with the broker's reason when the file has an
+  // error (the old registry stays) or the broker runs in development mode.
+  Result<std::uint64_t> reload_registry();
+
   // One page of a one-off range of the log. from_sequence 0: from from_time (or the
   // start when that is 0 too); to_sequence 0: the end of the log now (inclusive).
   // Page on with from_sequence = page.next until page.done.
