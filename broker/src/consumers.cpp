@@ -683,6 +683,11 @@ CommandResult<ConsumerStatus> Consumers::subscribe(const ClientId& client, std::
   return s.status(*c, created, State::Lag::kSkip);
 }
 
+void Consumers::client_gone(const ClientId& client) {
+  s_->detach_all(client);
+  s_->due_by(s_->clock.now_ms());  // deliver what it held on the next turn
+}
+
 std::optional<CommandError> Consumers::unsubscribe(const ClientId& client, std::string_view owner,
                                                    std::string_view name) {
   Consumer* c = s_->find(owner, name);

@@ -320,23 +320,32 @@ struct Server::Impl {
     return user != nullptr ? user : "";
   }
 
+  enum class Sent { kYes, kQueueFull, kClientGone };
+
   void send(std::vector<zmq::message_t>& envelope, const flatbuffers::DetachedBuffer& reply) {
+    (void)try_send(envelope, reply);
+  }
+
+  Sent try_send(std::vector<zmq::message_t>& envelope, const flatbuffers::DetachedBuffer& reply) {
     try {
       for (auto& frame : envelope) {
         zmq::message_t copy;
         copy.copy(frame);
         if (!socket.send(copy, zmq::send_flags::sndmore | zmq::send_flags::dontwait)) {
           ++unroutable_replies;  // the client's queue is full; it will time out and resend
-          return;
+          return Sent::kQueueFull;
         }
       }
       if (!socket.send(zmq::const_buffer(reply.data(), reply.size()), zmq::send_flags::dontwait)) {
         ++unroutable_replies;
+        return Sent::kQueueFull;
       }
+      return Sent::kYes;
     } catch (const zmq::error_t& e) {
       // EHOSTUNREACH (ROUTER_MANDATORY): the client went away. Its outbox resends.
       ++unroutable_replies;
       spdlog::debug("reply not delivered: {}", e.what());
+      return e.num() == EHOSTUNREACH ? Sent::kClientGone : Sent::kQueueFull;
     }
   }
 
@@ -890,9 +899,14 @@ struct Server::Impl {
       std::vector<zmq::message_t> envelope;
       envelope.emplace_back(d.client.bytes.data(), d.client.bytes.size());
       const auto before = unroutable_replies;
-      send(envelope, delivery_message(d));
-      // Not sent (the client's queue is full, or it left): the event stays in
-      // flight and is delivered again after ack_wait.
+      // Not sent because the client's queue is full: the event stays in flight and is
+      // delivered again after ack_wait. Because the client left (killed, or its
+      // connection dropped): it is detached now, so this event and the others it held
+      // go to the consumer's other clients at once (found by the crash suite: a
+      // restarted consumer otherwise waited client_timeout_ms for them).
+      if (try_send(envelope, delivery_message(d)) == Sent::kClientGone) {
+        consumers.client_gone(d.client);
+      }
       undelivered += unroutable_replies - before;
     }
     if (Status st = consumers.flush(); !st) {

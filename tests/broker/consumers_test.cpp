@@ -355,6 +355,36 @@ TEST_CASE(
   for (std::uint64_t s : by_client["worker-a"]) CHECK(taken_over.contains(s));
 }
 
+TEST_CASE("Consumers: a client whose connection is gone hands its events over at once") {
+  Bus bus;
+  std::vector<std::vector<std::uint8_t>> evs;
+  for (int i = 0; i < 6; ++i) evs.push_back(test::make_death("1271021001", kNow - kDay));
+  bus.publish(evs);
+  bus.subscribe("worker-a", "dinsos", {kDeath}, {"1271"}, 3);
+  bus.subscribe("worker-b", "dinsos", {kDeath}, {"1271"}, 3);
+  auto got = bus.pump();
+  std::vector<std::uint64_t> held_by_a;
+  for (const auto& g : got["dinsos"]) {
+    if (g.client == "worker-a") held_by_a.push_back(g.seq);
+  }
+  REQUIRE(held_by_a.size() == 3);
+  for (const auto& g : got["dinsos"]) {
+    if (g.client == "worker-b") bus.ack("dinsos", {g.seq});
+  }
+  // No time passes: without client_gone these would wait for ack_wait or the client
+  // timeout.
+  bus.consumers->client_gone(ClientId{"worker-a"});
+  REQUIRE(bus.consumers->next_deadline().has_value());
+  CHECK(*bus.consumers->next_deadline() <= bus.clock.now_ms());
+  got = bus.pump();
+  std::set<std::uint64_t> taken_over;
+  for (const auto& g : got["dinsos"]) {
+    CHECK(g.client == "worker-b");
+    taken_over.insert(g.seq);
+  }
+  CHECK(taken_over == std::set<std::uint64_t>(held_by_a.begin(), held_by_a.end()));
+}
+
 TEST_CASE("Consumers: a restart resumes from the stored position") {
   Bus bus;
   std::vector<std::vector<std::uint8_t>> evs;

@@ -145,6 +145,11 @@ class Consumers {
                                      std::uint64_t sequence, std::string reason);
   // The client was heard from (any message).
   void touch(const ClientId& client);
+  // The client's connection is gone (a delivery to it found no route): detaches it
+  // from every consumer now, so its unacknowledged events go to the consumers' other
+  // clients at once instead of after client_timeout_ms. A client that reconnects
+  // subscribes again on its new connection (client::Consumer does).
+  void client_gone(const ClientId& client);
 
   // ---- operator commands ----
   std::vector<ConsumerStatus> list() const;
