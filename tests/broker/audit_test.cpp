@@ -170,7 +170,7 @@ TEST_CASE("Audit: publishing outside a grant leaves a Refused record") {
   CHECK(r->detail()->str().find("publish: agency 'rsud' may not publish") == 0);
 }
 
-TEST_CASE("ChainVerifier: an intact chain verifies; any edit names the first bad record") {
+TEST_CASE("ChainVerifier: an intact chain verifies, any edit names the first bad record") {
   Fixture f;
   for (int i = 0; i < 6; ++i) {
     f.clock.advance(1000);
@@ -293,7 +293,7 @@ TEST_CASE("PersonScan: a person's events, and every agency that received them") 
   }
 }
 
-TEST_CASE("Audit: record times never decrease; first_index_at finds a time") {
+TEST_CASE("Audit: record times never decrease, first_index_at finds a time") {
   Fixture f;
   for (int i = 0; i < 10; ++i) {
     f.clock.set(kNow + i * 1000);

@@ -102,7 +102,7 @@ std::vector<std::uint64_t> seqs(const std::vector<Bus::Got>& got) {
 }  // namespace
 
 TEST_CASE(
-    "Consumers: a filter is kinds x region prefixes at every level; a move matches at "
+    "Consumers: a filter is kinds x region prefixes at every level, a move matches at "
     "either end") {
   Bus bus;
   const TimeMs t = kNow - 10 * kDay;
@@ -321,7 +321,7 @@ TEST_CASE("Consumers: NAK means later, REJECT means dead letter now") {
 }
 
 TEST_CASE(
-    "Consumers: clients of one consumer share its work; a silent one's events go to the "
+    "Consumers: clients of one consumer share its work, a silent one's events go to the "
     "others") {
   Bus bus;
   std::vector<std::vector<std::uint8_t>> evs;

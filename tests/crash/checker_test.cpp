@@ -171,7 +171,7 @@ std::uint64_t row(const crash::Report& r, const std::string& label) {
 
 }  // namespace
 
-TEST_CASE("Crash checker: a consistent run passes; each broken guarantee fails it") {
+TEST_CASE("Crash checker: a consistent run passes, each broken guarantee fails it") {
   const auto evs = make_events(30);
   std::size_t focus = 0;
   for (const auto& e : evs) focus += in_focus(e) ? 1 : 0;

@@ -116,7 +116,7 @@ class Runner {
 }  // namespace
 
 TEST_CASE(
-    "Consume path: a SIGKILL of the broker mid-delivery loses nothing; each handler sees "
+    "Consume path: a SIGKILL of the broker mid-delivery loses nothing, each handler sees "
     "each of its events once") {
   test::TempDir dir("consume-crash");
   test::BrokerProcess broker(dir.str("broker"));

@@ -235,7 +235,7 @@ TEST_CASE("Security: kelurahan X never receives an event of kelurahan Y, live or
   }
 }
 
-TEST_CASE("Security: an expired agreement stops deliveries; a renewed one resumes them") {
+TEST_CASE("Security: an expired agreement stops deliveries, a renewed one resumes them") {
   SecureBus bus;
   const TimeMs t = SystemClock().now_ms() - kDay;
   auto registry = bus.publisher(bus.registry_keys, "registry");
