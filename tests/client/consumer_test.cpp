@@ -361,7 +361,10 @@ std::size_t poll_until(client::Consumer& c, const client::Handler& h, F done,
   std::size_t total = 0;
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (!done()) {
-    REQUIRE(std::chrono::steady_clock::now() < deadline);
+    REQUIRE_MESSAGE(std::chrono::steady_clock::now() < deadline,
+                    "still waiting after " << timeout.count() << " ms; reconnects "
+                                           << c.stats().reconnects << ", subscribed "
+                                           << c.stats().subscribed);
     auto r = c.poll(h, 20ms);
     REQUIRE(r.has_value());
     total += *r;
@@ -686,7 +689,8 @@ TEST_CASE("Consumer: subscribes again on a fresh socket when the broker goes sil
   poll_until(*c, rec.handler(), [&] { return rec.calls.size() == 1; });
 
   fb.silent = true;
-  poll_until(*c, rec.handler(), [&] { return c->stats().reconnects >= 1; });
+  poll_until(
+      *c, rec.handler(), [&] { return c->stats().reconnects >= 1; }, 30s);
   CHECK_FALSE(c->stats().subscribed);
   fb.silent = false;
   fb.ignore_acks = false;
