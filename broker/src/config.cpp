@@ -10,6 +10,9 @@ namespace kolabus::broker {
 
 namespace {
 
+constexpr std::int64_t kMaxSkewSeconds = 24 * 3600;
+constexpr TimeMs kMaxClientTimeoutMs = 24 * 3600 * 1000;
+
 Unexpected<Error> bad(const std::string& path, const std::string& what) {
   return unexpected(Errc::kInvalidArgument, path + ": " + what);
 }
@@ -38,7 +41,9 @@ Status read_key(const toml::table& t, const char* section, const char* key, T& o
     }
     return bad(path, std::string(section) + "." + key + " must be a string");
   } else {
-    if (auto v = node->value<std::int64_t>(); v && *v > 0) {
+    // value_exact: an integer only. value<int64_t>() would also convert a float, and
+    // one out of range (8e76) is undefined behaviour inside toml++.
+    if (auto v = node->value_exact<std::int64_t>(); v && *v > 0) {
       out = static_cast<T>(*v);
       return {};
     }
@@ -89,6 +94,16 @@ Result<Config> parse_config(std::string_view toml_text, const std::string& path)
           read_key(*b, "broker", "dev_agency", c.server.dev_agency, path),
           read_key(*b, "broker", "client_timeout_ms", c.client_timeout_ms, path)}) {
       if (!st) return unexpected(st.error());
+    }
+    // Both are added to times (now + skew, last seen + timeout): bounded, they cannot
+    // overflow.
+    if (skew_s > kMaxSkewSeconds) {
+      return bad(path, "broker.max_clock_skew_seconds must be at most " +
+                           std::to_string(kMaxSkewSeconds) + " (one day)");
+    }
+    if (c.client_timeout_ms > kMaxClientTimeoutMs) {
+      return bad(path, "broker.client_timeout_ms must be at most " +
+                           std::to_string(kMaxClientTimeoutMs) + " (one day)");
     }
     c.max_clock_skew_ms = skew_s * 1000;
   }

@@ -54,4 +54,19 @@ TEST_CASE("Config: mistakes are errors that name the key") {
     REQUIRE_FALSE(c.has_value());
     CHECK(c.error().message.find("brokr") != std::string::npos);
   }
+  // Found by fuzzing: a float where an integer belongs converted out of range inside
+  // toml++, and huge values overflowed when added to times.
+  SUBCASE("a float, however large, is not an integer") {
+    auto c = broker::parse_config("[broker]\nmax_batch_bytes = 8e76\n", "b.toml");
+    REQUIRE_FALSE(c.has_value());
+    CHECK(c.error().message.find("max_batch_bytes") != std::string::npos);
+  }
+  SUBCASE("times that would overflow are refused") {
+    for (const char* text : {"[broker]\nmax_clock_skew_seconds = 9223372036854775807\n",
+                             "[broker]\nclient_timeout_ms = 9223372036854775807\n"}) {
+      auto c = broker::parse_config(text, "b.toml");
+      REQUIRE_FALSE(c.has_value());
+      CHECK(c.error().message.find("at most") != std::string::npos);
+    }
+  }
 }

@@ -439,7 +439,7 @@ Result<FieldSpec> SpoolConverter::Impl::parse_field(const std::string& name, con
           config_error(where, "widths: needs columns, and one width per column"));
     }
     for (const auto& e : *a) {
-      auto w = e.value<std::int64_t>();
+      auto w = e.value_exact<std::int64_t>();
       if (!e.is_integer() || !w || *w < 1 || *w > 64) {
         return kolabus::unexpected(config_error(where, "widths: must be integers 1-64"));
       }
@@ -457,7 +457,7 @@ Result<FieldSpec> SpoolConverter::Impl::parse_field(const std::string& name, con
       f.value = f.type == FieldType::kStringList ? Json::array({v}) : Json(v);
     } else if (n->is_integer()) {
       ok = f.type == FieldType::kLong;
-      f.value = *n->value<std::int64_t>();
+      f.value = *n->value_exact<std::int64_t>();
     } else if (const auto* a = n->as_array(); a != nullptr && f.type == FieldType::kStringList) {
       ok = true;
       f.value = Json::array();
@@ -554,7 +554,7 @@ Status SpoolConverter::Impl::parse(const toml::table& t) {
   }
 
   if (const auto* n = t.get("poll_ms")) {
-    auto v = n->value<std::int64_t>();
+    auto v = n->value_exact<std::int64_t>();
     if (!n->is_integer() || !v || *v < 10 || *v > 3600 * 1000) {
       return kolabus::unexpected(config_error(kWhere, "poll_ms: must be an integer 10-3600000"));
     }

@@ -141,7 +141,7 @@ Result<WardConfig> parse_config(const toml::table& t, const AgencyContext& ctx) 
   c.register_path = *reg ? **reg : ctx.data_dir + "/register.sqlite";
 
   if (const toml::node* w = t.get("window")) {
-    const auto v = w->value<std::int64_t>();
+    const auto v = w->value_exact<std::int64_t>();
     if (!w->is_integer() || !v || *v < 1 || *v > 10000) {
       return kolabus::unexpected(config_error("window", "must be an integer from 1 to 10000"));
     }

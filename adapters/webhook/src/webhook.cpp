@@ -84,7 +84,7 @@ Result<std::uint32_t> get_uint(const toml::table& t, const std::string& key, std
   const toml::node* n = t.get(key);
   if (n == nullptr) return dflt;
   if (!n->is_integer()) return kolabus::unexpected(config_error(key, "must be an integer"));
-  const std::int64_t v = *n->value<std::int64_t>();
+  const std::int64_t v = *n->value_exact<std::int64_t>();
   if (v < lo || v > hi) {
     return kolabus::unexpected(
         config_error(key, "must be between " + std::to_string(lo) + " and " + std::to_string(hi)));
