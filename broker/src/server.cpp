@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -35,8 +36,13 @@ struct Incoming {
   zmq::message_t body;
   std::uint64_t corr = 0;
   std::string source;
-  std::span<const std::uint8_t> event;
-  const char* command = "";  // for refusal records
+  std::span<const std::uint8_t> event;  // into `aligned`
+  const char* command = "";             // for refusal records
+  // The body's bytes, copied to 8-byte-aligned storage of our own: ZeroMQ keeps small
+  // frames inside the message object and others at any offset of its receive buffer,
+  // and FlatBuffers reads scalars in place (a misaligned read is undefined behaviour;
+  // a view into a small frame would not survive moving the message).
+  std::vector<std::uint64_t> aligned;
 };
 
 flatbuffers::DetachedBuffer nack_response(std::uint64_t corr, const std::optional<EventId>& id,
@@ -388,7 +394,9 @@ struct Server::Impl {
                         false});
       return true;
     }
-    const auto* data = static_cast<const std::uint8_t*>(in.body.data());
+    in.aligned.resize((in.body.size() + 7) / 8);
+    std::memcpy(in.aligned.data(), in.body.data(), in.body.size());
+    const auto* data = reinterpret_cast<const std::uint8_t*>(in.aligned.data());
     flatbuffers::Verifier verifier(data, in.body.size());
     if (!verifier.VerifyBuffer<protocol::Request>(nullptr)) {
       refuse_frame(

@@ -5,6 +5,7 @@
 #include <flatbuffers/flatbuffers.h>
 #include <zmq.hpp>
 
+#include "aligned_frame.h"
 #include "monitor.h"
 #include <client/admin.h>
 #include <schemas/protocol_generated.h>
@@ -96,7 +97,8 @@ struct AdminClient::Impl {
   // the next call opens a fresh socket (the registry may have been fixed meanwhile).
   bool refused = false;
   std::uint64_t next_corr = 1;
-  zmq::message_t reply;  // the last answer; exchange()'s result points into it
+  zmq::message_t reply;                // the last answer; exchange()'s result points into it
+  detail::AlignedFrame aligned_reply;  // its bytes, aligned: what exchange() points into
 
   ~Impl() {
     monitor.reset();  // before its socket
@@ -171,8 +173,9 @@ struct AdminClient::Impl {
         }
         if ((items[0].revents & ZMQ_POLLIN) == 0) continue;
         while (socket->recv(reply, zmq::recv_flags::dontwait)) {
-          const auto* data = static_cast<const std::uint8_t*>(reply.data());
-          flatbuffers::Verifier verifier(data, reply.size());
+          aligned_reply.assign(reply);
+          const auto* data = aligned_reply.data();
+          flatbuffers::Verifier verifier(data, aligned_reply.size());
           if (!verifier.VerifyBuffer<protocol::Response>(nullptr)) continue;
           const auto* resp = flatbuffers::GetRoot<protocol::Response>(data);
           if (resp->corr() == corr) return resp;

@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <zmq.hpp>
 
+#include "aligned_frame.h"
 #include "monitor.h"
 #include <client/consumer.h>
 #include <schemas/log_generated.h>
@@ -224,9 +225,10 @@ struct Consumer::Impl {
   // One frame from the broker. `handled` counts deliveries dealt with. An error is
   // an inbox failure; a refused Subscribe is left in `refusal`.
   Status on_message(const zmq::message_t& msg, const Handler& handler, std::size_t& handled) {
-    unanswered_since.reset();  // the broker is there
-    const auto* data = static_cast<const std::uint8_t*>(msg.data());
-    flatbuffers::Verifier verifier(data, msg.size());
+    unanswered_since.reset();               // the broker is there
+    const detail::AlignedFrame frame(msg);  // outlives the handler's views into it
+    const auto* data = frame.data();
+    flatbuffers::Verifier verifier(data, frame.size());
     if (!verifier.VerifyBuffer<protocol::Response>(nullptr)) {
       note_error("the broker sent a frame that does not verify");
       return {};
@@ -519,9 +521,10 @@ struct Consumer::Impl {
         }
         zmq::message_t msg;
         while (!answered && socket->recv(msg, zmq::recv_flags::dontwait)) {
-          flatbuffers::Verifier v(static_cast<const std::uint8_t*>(msg.data()), msg.size());
+          const detail::AlignedFrame frame(msg);
+          flatbuffers::Verifier v(frame.data(), frame.size());
           if (v.VerifyBuffer<protocol::Response>(nullptr) &&
-              flatbuffers::GetRoot<protocol::Response>(msg.data())->corr() == corr) {
+              flatbuffers::GetRoot<protocol::Response>(frame.data())->corr() == corr) {
             answered = true;
           }
         }

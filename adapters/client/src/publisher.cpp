@@ -11,6 +11,7 @@
 #include <unistd.h>
 #include <zmq.hpp>
 
+#include "aligned_frame.h"
 #include "monitor.h"
 #include <client/publisher.h>
 #include <schemas/events_generated.h>
@@ -199,8 +200,9 @@ struct Publisher::Impl {
 
   void handle(const zmq::message_t& msg, std::vector<std::uint64_t>& removed,
               std::vector<Outcome>& outcomes) {
-    const auto* data = static_cast<const std::uint8_t*>(msg.data());
-    flatbuffers::Verifier verifier(data, msg.size());
+    const detail::AlignedFrame frame(msg);
+    const auto* data = frame.data();
+    flatbuffers::Verifier verifier(data, frame.size());
     if (!verifier.VerifyBuffer<protocol::Response>(nullptr)) {
       return note_error("broker sent a reply that does not verify");
     }
