@@ -158,7 +158,10 @@ int run(const std::string& config, const std::string& broker) {
     spdlog::error("{}", loaded.error().message);
     return kConfig;
   }
-  auto& [root, ctx] = *loaded;
+  // Named references, not a structured binding: the lambdas below capture them,
+  // which clang before 16 refuses for structured bindings.
+  toml::table& root = loaded->root;
+  adapters::AgencyContext& ctx = loaded->ctx;
   std::error_code ec;
   std::filesystem::create_directories(ctx.data_dir, ec);
   if (ec) {

@@ -466,7 +466,11 @@ TEST_CASE("Spool docs: the examples in docs/SPOOL.md convert without a reject") 
   std::size_t examples = 0;
   for (std::size_t at = doc.find("<!-- example -->"); at != std::string::npos;
        at = doc.find("<!-- example -->", at + 1)) {
-    const auto [toml_text, toml_end] = block_after(at, "```toml");
+    // Not a structured binding: CAPTURE below is a lambda, which clang before 16
+    // refuses for structured bindings.
+    const auto toml_block = block_after(at, "```toml");
+    const std::string& toml_text = toml_block.first;
+    const std::size_t toml_end = toml_block.second;
     auto conv = test::converter(toml_text);
     const bool csv = conv.settings().format == adapters::SpoolFormat::kCsv;
     const auto [sample, sample_end] = block_after(toml_end, csv ? "```csv" : "```jsonl");
