@@ -198,7 +198,7 @@ int main(int argc, char** argv) {
       "event log {} (next sequence {}), audit chain of {} records, {} consumers, {} "
       "region codes ({})",
       config.data_dir, core.next_sequence().value, store->log->audit().head().index,
-      consumers.list().size(), regions.size(),
+      consumers.size(), regions.size(),
       config.regions_file.empty() ? "compiled-in Kemendagri list" : config.regions_file);
   if (config.dev) {
     spdlog::warn(

@@ -752,6 +752,8 @@ void Consumers::touch(const ClientId& client) {
   if (it != s_->clients.end()) it->second.last_seen = s_->clock.now_ms();
 }
 
+std::size_t Consumers::size() const { return s_->consumers.size(); }
+
 std::vector<ConsumerStatus> Consumers::list() const {
   std::vector<ConsumerStatus> out;
   for (const auto& [key, c] : s_->consumers)

@@ -153,6 +153,8 @@ class Consumers {
 
   // ---- operator commands ----
   std::vector<ConsumerStatus> list() const;
+  // How many consumers are defined (cheap: list() counts every consumer's lag).
+  std::size_t size() const;
   // The consumer's configuration, or nullopt if there is none of that name.
   std::optional<ConsumerSpec> spec(std::string_view owner, std::string_view name) const;
   CommandResult<ConsumerStatus> seek(std::string_view owner, std::string_view name,

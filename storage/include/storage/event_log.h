@@ -65,7 +65,8 @@ class EventLog {
   // REQUIRES: records non-empty; seqs consecutive starting at next_sequence(); ids
   // distinct and not present in the log (the caller checks with find_id); every region
   // is kRegionCodeLength digits; audit entries as AuditLog::append. Violations are bugs
-  // and abort (KOLABUS_CHECK).
+  // and abort (KOLABUS_CHECK), except an id already in the log, which the RocksDB log
+  // does not look up again (it would cost a read per event; the memory log checks).
   // Errors: kIoError (disk full, fsync failed, injected failure), kInvalidArgument
   // (log opened read-only).
   virtual Status append(std::span<const AppendRecord> records,
