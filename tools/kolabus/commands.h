@@ -26,5 +26,6 @@ void add_dlq(CLI::App& app, int& exit_code);
 void add_tail(CLI::App& app, int& exit_code);
 void add_audit(CLI::App& app, int& exit_code);
 void add_registry(CLI::App& app, int& exit_code);
+void add_bench(CLI::App& app, int& exit_code);
 
 }  // namespace kolabus::cli

@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   kolabus::cli::add_tail(app, exit_code);
   kolabus::cli::add_audit(app, exit_code);
   kolabus::cli::add_registry(app, exit_code);
+  kolabus::cli::add_bench(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,232 @@
+// Scenario b, latency: end-to-end latency at fixed rates, open loop.
+//
+// The publisher sends event k at t0 + k/rate whatever the server does (it never
+// waits for an ACK before sending), and a subscriber on its own connection and
+// thread takes each delivery's time in its handler. Latency is measured from the
+// scheduled send time, so a publisher that falls behind counts against the system
+// (no coordinated omission); the event's index comes from its id, so nothing is
+// added to the payload.
+#include <filesystem>
+#include <thread>
+
+#include <sys/prctl.h>
+
+#include "scenarios.h"
+#include "stats.h"
+
+namespace kolabus::bench {
+
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::nanoseconds;
+
+// Warm-up events take indices below this; measured ones start here.
+constexpr std::uint64_t kMeasuredBase = 100000;
+
+struct LatencyResult {
+  Percentiles p;
+  std::uint64_t lost = 0;
+  std::uint64_t refused = 0;
+  double send_rate = 0;  // achieved, events/s
+};
+
+Result<LatencyResult> measure(System& sys, std::uint64_t rate, std::uint64_t n) {
+  SubscribeOptions so;
+  so.name = "latency";
+  so.window = 1000;
+  so.from_start = false;
+  auto sub = sys.subscriber(so);
+  if (!sub) return unexpected(sub.error());
+  auto pub = sys.publisher();
+  if (!pub) return unexpected(pub.error());
+
+  const auto interval = nanoseconds(1000000000LL / static_cast<std::int64_t>(rate));
+  std::vector<std::int64_t> latency(n, -1);
+  std::atomic<std::uint64_t> warm_seen{0}, received{0};
+  std::atomic<bool> stop{false};
+  std::atomic<std::int64_t> t0_ns{0};
+  std::optional<Error> sub_error;  // read only after the thread is joined
+  std::atomic<bool> sub_failed{false};
+  std::thread subscriber([&] {
+    while (!stop.load() && received.load() < n) {
+      auto r = (*sub)->receive(milliseconds(20), [&](std::uint64_t i) {
+        if (i < kMeasuredBase) {
+          warm_seen.fetch_add(1);
+          return;
+        }
+        const std::uint64_t k = i - kMeasuredBase;
+        if (k >= n || latency[k] >= 0) return;
+        const std::int64_t now = SteadyClock::now().time_since_epoch().count();
+        latency[k] = now - (t0_ns.load(std::memory_order_acquire) +
+                            static_cast<std::int64_t>(k) * interval.count());
+        received.fetch_add(1);
+      });
+      if (!r) {
+        sub_error = r.error();
+        sub_failed.store(true);
+        return;
+      }
+    }
+  });
+  auto finish = [&] {
+    stop.store(true);
+    subscriber.join();
+  };
+
+  // Warm-up: one event at a time until the subscriber has seen 20 (a SUB socket
+  // misses what is sent before its subscription reaches the server).
+  Acks acks;
+  const auto warm_deadline = SteadyClock::now() + std::chrono::seconds(20);
+  for (std::uint64_t w = 0; warm_seen.load() < 20; ++w) {
+    if (SteadyClock::now() > warm_deadline || w >= kMeasuredBase || sub_failed.load()) {
+      finish();
+      if (sub_error) return unexpected(*sub_error);
+      return unexpected(Errc::kUnavailable, "the subscriber received nothing while warming up");
+    }
+    (*pub)->send(w);
+    if (Status st = (*pub)->flush(); !st) {
+      finish();
+      return unexpected(st.error());
+    }
+    auto r = (*pub)->receive(milliseconds(20));
+    if (!r) {
+      finish();
+      return unexpected(r.error());
+    }
+  }
+  while (true) {  // the warm-up's last acknowledgements
+    auto r = (*pub)->receive(milliseconds(50));
+    if (!r || r->acked + r->refused == 0) break;
+  }
+
+  // Measured: open loop. Fine-grained sleeps need a small timer slack.
+  ::prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
+  const auto t0 = SteadyClock::now() + milliseconds(5);
+  t0_ns.store(t0.time_since_epoch().count(), std::memory_order_release);
+  std::uint64_t k = 0;
+  while (k < n) {
+    const auto now = SteadyClock::now();
+    while (k < n && t0 + interval * static_cast<std::int64_t>(k) <= now) {
+      (*pub)->send(kMeasuredBase + k);
+      ++k;
+    }
+    if (Status st = (*pub)->flush(); !st) {
+      finish();
+      return unexpected(st.error());
+    }
+    auto r = (*pub)->receive(milliseconds(0));
+    if (!r) {
+      finish();
+      return unexpected(r.error());
+    }
+    acks += *r;
+    if (k < n) std::this_thread::sleep_until(t0 + interval * static_cast<std::int64_t>(k));
+  }
+  const auto sent_at = SteadyClock::now();
+  ::prctl(PR_SET_TIMERSLACK, 0UL, 0, 0, 0);
+  // The rest of the acknowledgements, and every delivery (or 10 s).
+  const auto deadline = sent_at + std::chrono::seconds(10);
+  while (SteadyClock::now() < deadline && (acks.acked + acks.refused < n || received.load() < n) &&
+         !sub_failed.load()) {
+    auto r = (*pub)->receive(milliseconds(10));
+    if (!r) break;
+    acks += *r;
+  }
+  finish();
+  if (sub_error) return unexpected(*sub_error);
+
+  LatencyResult out;
+  out.refused = acks.refused;
+  out.send_rate = static_cast<double>(n) / seconds_between(t0, sent_at);
+  std::vector<std::int64_t> samples;
+  samples.reserve(n);
+  for (auto v : latency) {
+    if (v >= 0) {
+      samples.push_back(v);
+    } else {
+      ++out.lost;
+    }
+  }
+  out.p = percentiles(std::move(samples));
+  return out;
+}
+
+}  // namespace
+
+Table run_latency(BenchContext& ctx) {
+  Table t;
+  t.name = "latency";
+  t.title =
+      "end-to-end latency at a fixed rate, publisher send -> consumer handler, ms "
+      "(lower is better)";
+  t.systems = ctx.systems;
+  const std::vector<std::uint64_t> rates =
+      ctx.quick ? std::vector<std::uint64_t>{5000} : std::vector<std::uint64_t>{1000, 5000, 20000};
+  const int seconds = ctx.quick ? 1 : 10;
+  const std::vector<std::string> metrics = {"p50 ms", "p99 ms", "p99.9 ms", "max ms"};
+
+  std::map<std::string, std::string> skipped;
+  for (const auto rate : rates) {
+    const std::uint64_t n = ctx.events != 0 ? ctx.events : rate * seconds;
+    const std::string label = std::to_string(rate) + " events/s";
+    for (const auto& name : ctx.systems) {
+      auto skip_all = [&](const std::string& why) {
+        for (const auto& m : metrics) t.skip(label, m, name, why);
+      };
+      if (skipped.contains(name)) {
+        skip_all(skipped[name]);
+        continue;
+      }
+      std::string why;
+      auto sys = ctx.make(name, &why);
+      if (!sys) {
+        skipped[name] = why;
+        skip_all(why);
+        continue;
+      }
+      const std::string dir = ctx.fresh_dir("latency-" + name);
+      if (Status st = sys->start(dir); !st) {
+        ++ctx.failures;
+        skip_all("failed: " + st.error().message);
+        continue;
+      }
+      auto r = measure(*sys, rate, n);
+      sys->stop();
+      std::error_code ec;
+      std::filesystem::remove_all(dir, ec);
+      if (!r) {
+        ++ctx.failures;
+        skip_all("failed: " + r.error().message);
+        ctx.progress("latency " + label + " " + name + ": " + r.error().message);
+        continue;
+      }
+      std::string note;
+      if (r->lost > 0 || r->refused > 0) {
+        note = std::to_string(r->lost) + " of " + std::to_string(n) + " not delivered within 10 s";
+        if (r->refused > 0) note += ", " + std::to_string(r->refused) + " refused";
+      }
+      t.set(label, "p50 ms", name, r->p.p50_us / 1000, note);
+      t.set(label, "p99 ms", name, r->p.p99_us / 1000);
+      t.set(label, "p99.9 ms", name, r->p.p999_us / 1000);
+      t.set(label, "max ms", name, r->p.max_us / 1000);
+      ctx.progress("latency " + label + " " + name + ": p50 " + human(r->p.p50_us / 1000) +
+                   " ms, p99 " + human(r->p.p99_us / 1000) + " ms, p99.9 " +
+                   human(r->p.p999_us / 1000) + " ms, max " + human(r->p.max_us / 1000) +
+                   " ms (sent at " + human(r->send_rate) + "/s)");
+    }
+  }
+  t.notes.push_back(
+      "open loop: event k is sent at t0 + k/rate without waiting for ACKs; latency is taken from "
+      "that scheduled time to the subscriber's handler (same process, steady clock), " +
+      std::to_string(seconds) + " s per rate (or --events), after a warm-up");
+  t.notes.push_back(
+      "subscribers: kolabus a consumer (Subscribe, every region, window 1000) acknowledging each "
+      "drain with one Ack; naive the PUB socket the loop forwards each committed event to (no "
+      "acks); jetstream an ephemeral push consumer, ack_policy all, max_ack_pending 1000, the "
+      "last message of each read acknowledged; redis XREAD BLOCK on a second connection (no "
+      "consumer group, no acks)");
+  return t;
+}
+
+}  // namespace kolabus::bench
