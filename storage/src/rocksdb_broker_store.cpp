@@ -1,6 +1,7 @@
 // Opens the broker's database: the event log's column families and the consumer
 // store's, in one RocksDB instance (see README.md for the layout).
 #include <rocksdb/cache.h>
+#include <rocksdb/slice_transform.h>
 
 #include "broker_db.h"
 #include "rocks_util.h"
@@ -10,10 +11,34 @@ namespace kolabus::storage {
 
 namespace {
 
+// The regions index key is a length byte, that many prefix digits, then the sequence:
+// within one prefix, appends only ever add larger sequences. With this extractor the
+// memtable remembers where it last inserted under each prefix and starts the next
+// insert there, instead of searching the skiplist from the top (the biggest single
+// cost of a group commit: 4 to 8 index entries per event).
+class RegionPrefix final : public rocksdb::SliceTransform {
+ public:
+  const char* Name() const override { return "kolabus.RegionPrefix"; }
+  rocksdb::Slice Transform(const rocksdb::Slice& key) const override {
+    return {key.data(), 1 + static_cast<std::size_t>(static_cast<unsigned char>(key[0]))};
+  }
+  bool InDomain(const rocksdb::Slice& key) const override {
+    return !key.empty() &&
+           key.size() >= 1 + static_cast<std::size_t>(static_cast<unsigned char>(key[0]));
+  }
+};
+
 // Format 1 is still the format: the consumer column families were added before any
 // release, so an event-log-only database of format 1 just gains them on its next
 // read-write open.
 constexpr std::uint32_t kFormatVersion = 1;
+
+rocksdb::ColumnFamilyOptions regions_options(const std::shared_ptr<rocksdb::Cache>& cache,
+                                             std::size_t write_buffer) {
+  auto o = detail::column_family_options(cache, detail::Bloom::kNo, write_buffer);
+  o.memtable_insert_with_hint_prefix_extractor = std::make_shared<RegionPrefix>();
+  return o;
+}
 
 detail::OpenSpec broker_spec(const std::string& dir, const RocksOptions& options,
                              detail::OpenMode mode) {
@@ -36,7 +61,7 @@ detail::OpenSpec broker_spec(const std::string& dir, const RocksOptions& options
        detail::column_family_options(cache, detail::Bloom::kNo, 1 << 20)},
       {"log", detail::column_family_options(cache, detail::Bloom::kNo, kWriteBuffer)},
       {"ids", detail::column_family_options(cache, detail::Bloom::kYes, kWriteBuffer)},
-      {"regions", detail::column_family_options(cache, detail::Bloom::kNo, kWriteBuffer)},
+      {"regions", regions_options(cache, kWriteBuffer)},
       // Consumer state is rewritten on every acknowledgement but stays small: few keys,
       // many overwrites, compacted away quickly.
       {"consumers", detail::column_family_options(cache, detail::Bloom::kNo, kSmallWriteBuffer),
