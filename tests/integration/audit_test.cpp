@@ -7,6 +7,7 @@
 #include <doctest/doctest.h>
 #include <rocksdb/db.h>
 
+#include "audit_chain.h"
 #include "broker_process.h"
 #include "test_events.h"
 #include <broker/audit.h>
@@ -66,21 +67,7 @@ Run cli(const std::string& args, const std::string& out_file) {
 std::optional<broker::AuditProblem> verify_online(const std::string& endpoint) {
   auto admin = client::AdminClient::connect(endpoint, 10s);
   REQUIRE(admin.has_value());
-  broker::ChainVerifier v;
-  std::uint64_t from = 1;
-  while (true) {
-    auto page = (*admin)->audit_read(from, 0, 1000);
-    REQUIRE(page.has_value());
-    for (const auto& [k, b] : page->records) {
-      if (v.feed(k, b)) return v.problem();
-    }
-    if (page->done) {
-      storage::AuditHead head{page->head_index, {}};
-      std::copy(page->head_hash.begin(), page->head_hash.end(), head.hash.begin());
-      return v.finish(head);
-    }
-    from = page->next_index;
-  }
+  return test::read_audit_chain(**admin).problem;
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 
 #include <doctest/doctest.h>
 
+#include "audit_chain.h"
 #include "broker_process.h"
 #include "test_events.h"
 #include <broker/audit.h>
@@ -92,25 +93,9 @@ struct SecureBus {
 
 // Every record of the broker's audit chain, checked link by link on the way.
 std::vector<std::string> audit_records(client::AdminClient& admin) {
-  std::vector<std::string> out;
-  broker::ChainVerifier v;
-  std::uint64_t from = 1;
-  while (true) {
-    auto page = admin.audit_read(from, 0, 3);  // small pages: paging is exercised too
-    REQUIRE_MESSAGE(page.has_value(), page.error().to_string());
-    for (auto& [key, bytes] : page->records) {
-      CHECK_FALSE(v.feed(key, bytes).has_value());
-      out.push_back(std::move(bytes));
-    }
-    if (page->done) {
-      storage::AuditHead head{page->head_index, {}};
-      REQUIRE(page->head_hash.size() == 32);
-      std::copy(page->head_hash.begin(), page->head_hash.end(), head.hash.begin());
-      CHECK_FALSE(v.finish(head).has_value());
-      return out;
-    }
-    from = page->next_index;
-  }
+  auto chain = test::read_audit_chain(admin, 3);  // small pages: paging is exercised too
+  CHECK_FALSE(chain.problem.has_value());
+  return chain.records;
 }
 
 // The records of `action`, decoded.
