@@ -885,20 +885,20 @@ struct Server::Impl {
     auto due = consumers.pump();
     std::vector<broker::Delivery*> ready;
     std::vector<AuditFact> facts;  // one per consumer
+    // (owner, consumer) -> its fact: a round may hold thousands of deliveries to
+    // hundreds of consumers, so no linear search per delivery.
+    std::map<std::pair<std::string_view, std::string_view>, std::size_t> fact_of;
     for (auto& d : due) {
       auto m = minimised(std::move(d.record), d.owner);
       if (!m) continue;  // stays in flight: delivered again after ack_wait
       d.record = std::move(*m);
       ready.push_back(&d);
-      auto it = std::find_if(facts.begin(), facts.end(), [&](const AuditFact& f) {
-        return f.agency == d.owner && f.consumer == d.consumer;
-      });
-      if (it == facts.end()) {
+      auto [it, added] = fact_of.try_emplace({d.owner, d.consumer}, facts.size());
+      if (added) {
         facts.push_back(fact(audit::Action::Deliver, d.owner));
         facts.back().consumer = d.consumer;
-        it = facts.end() - 1;
       }
-      it->sequences.push_back(d.sequence.value);
+      facts[it->second].sequences.push_back(d.sequence.value);
     }
     // No audit record, no delivery: the events stay in flight and go again later.
     if (!record(facts)) ready.clear();
