@@ -240,11 +240,18 @@ Result<std::unique_ptr<RocksDb>> open_rocks(const OpenSpec& spec) {
                             " is newer than the version " + std::to_string(spec.format_version) +
                             " this kolabus understands; use a newer kolabus");
     }
-    if (v < spec.format_version) {
+    const bool readable = spec.oldest_readable_version != 0 && v >= spec.oldest_readable_version;
+    if (v < spec.format_version && !readable) {
       return unexpected(Errc::kInvalidArgument, "open " + where + ": on-disk format version " +
                                                     std::to_string(v) + " is older than " +
                                                     std::to_string(spec.format_version) +
                                                     " and there is no migration for it");
+    }
+    if (v < spec.format_version && !read_only && foreign.empty()) {
+      rocksdb::WriteOptions wo;
+      wo.sync = true;
+      s = out->db_->Put(wo, meta, kMetaFormatKey, encode_be32(spec.format_version));
+      if (!s.ok()) return unexpected(to_error(s, "upgrade the format version of " + where));
     }
   }
   if (!foreign.empty()) {

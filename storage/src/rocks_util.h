@@ -65,6 +65,10 @@ struct OpenSpec {
   std::string dir;
   std::string store;             // "event_log", "outbox", "inbox": stored in meta, checked
   std::uint32_t format_version;  // the version this code writes and reads
+  // Older versions this code also reads (0: none). A read-write open of one records
+  // format_version in meta (synced) before returning, so that older code, which cannot
+  // read what this code writes, refuses the database from then on.
+  std::uint32_t oldest_readable_version = 0;
   rocksdb::DBOptions db_options;
   std::vector<CfSpec> cfs;  // cfs[0] must be "default" (it holds the meta keys)
   OpenMode mode = OpenMode::kReadWrite;

@@ -28,10 +28,12 @@ class RegionPrefix final : public rocksdb::SliceTransform {
   }
 };
 
-// Format 1 is still the format: the consumer column families were added before any
-// release, so an event-log-only database of format 1 just gains them on its next
-// read-write open.
-constexpr std::uint32_t kFormatVersion = 1;
+// Format 2: a region index entry holds a run of sequences (one entry per prefix per
+// append; rocksdb_event_log.cpp). Format 1 wrote one entry per event, which is a run
+// of one, so format 1 is read as it is and becomes format 2 on a read-write open.
+// The consumer and audit column families are created when missing.
+constexpr std::uint32_t kFormatVersion = 2;
+constexpr std::uint32_t kOldestReadableVersion = 1;
 
 rocksdb::ColumnFamilyOptions regions_options(const std::shared_ptr<rocksdb::Cache>& cache,
                                              std::size_t write_buffer) {
@@ -53,6 +55,7 @@ detail::OpenSpec broker_spec(const std::string& dir, const RocksOptions& options
   spec.dir = dir;
   spec.store = "event_log";  // the kind this database has always declared
   spec.format_version = kFormatVersion;
+  spec.oldest_readable_version = kOldestReadableVersion;
   spec.db_options = detail::db_options();
   spec.mode = mode;
   // In detail::BrokerCf order.
