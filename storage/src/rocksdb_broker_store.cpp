@@ -35,6 +35,34 @@ class RegionPrefix final : public rocksdb::SliceTransform {
 constexpr std::uint32_t kFormatVersion = 2;
 constexpr std::uint32_t kOldestReadableVersion = 1;
 
+// Every key of the log and of the audit chain is larger than the one before: one
+// prefix (the empty one) for all of them keeps one insert hint, so each memtable insert
+// starts where the last one ended instead of at the top of the skiplist.
+class OnePrefix final : public rocksdb::SliceTransform {
+ public:
+  const char* Name() const override { return "kolabus.OnePrefix"; }
+  rocksdb::Slice Transform(const rocksdb::Slice&) const override { return {}; }
+  bool InDomain(const rocksdb::Slice&) const override { return true; }
+};
+
+rocksdb::ColumnFamilyOptions ascending_options(const std::shared_ptr<rocksdb::Cache>& cache,
+                                               std::size_t write_buffer) {
+  auto o = detail::column_family_options(cache, detail::Bloom::kNo, write_buffer);
+  o.memtable_insert_with_hint_prefix_extractor = std::make_shared<OnePrefix>();
+  return o;
+}
+
+// Almost every id lookup (a publish checking for a duplicate) misses. A bloom filter
+// over the memtable's keys answers most misses without searching the skiplist (it was
+// 10 % of the publish path); 5 % of the write buffer gives about 20 bits per id.
+rocksdb::ColumnFamilyOptions ids_options(const std::shared_ptr<rocksdb::Cache>& cache,
+                                         std::size_t write_buffer) {
+  auto o = detail::column_family_options(cache, detail::Bloom::kYes, write_buffer);
+  o.memtable_whole_key_filtering = true;
+  o.memtable_prefix_bloom_size_ratio = 0.05;
+  return o;
+}
+
 rocksdb::ColumnFamilyOptions regions_options(const std::shared_ptr<rocksdb::Cache>& cache,
                                              std::size_t write_buffer) {
   auto o = detail::column_family_options(cache, detail::Bloom::kNo, write_buffer);
@@ -62,8 +90,8 @@ detail::OpenSpec broker_spec(const std::string& dir, const RocksOptions& options
   spec.cfs = {
       {rocksdb::kDefaultColumnFamilyName,
        detail::column_family_options(cache, detail::Bloom::kNo, 1 << 20)},
-      {"log", detail::column_family_options(cache, detail::Bloom::kNo, kWriteBuffer)},
-      {"ids", detail::column_family_options(cache, detail::Bloom::kYes, kWriteBuffer)},
+      {"log", ascending_options(cache, kWriteBuffer)},
+      {"ids", ids_options(cache, kWriteBuffer)},
       {"regions", regions_options(cache, kWriteBuffer)},
       // Consumer state is rewritten on every acknowledgement but stays small: few keys,
       // many overwrites, compacted away quickly.
@@ -72,8 +100,7 @@ detail::OpenSpec broker_spec(const std::string& dir, const RocksOptions& options
       {"dead_letters", detail::column_family_options(cache, detail::Bloom::kNo, kSmallWriteBuffer),
        detail::Presence::kOptional},
       // Append-only, read by operators now and then: records are never overwritten.
-      {"audit", detail::column_family_options(cache, detail::Bloom::kNo, kSmallWriteBuffer),
-       detail::Presence::kOptional},
+      {"audit", ascending_options(cache, kSmallWriteBuffer), detail::Presence::kOptional},
   };
   return spec;
 }
