@@ -140,6 +140,45 @@ struct ClientRec {
   std::set<Consumer*> consumers;
 };
 
+// The records of recent sequences, so that fan-out reads a new event from memory once
+// per matching consumer instead of from RocksDB (each Medan event goes to about 12
+// consumers), and a catch-up that scanned the log does not read each record again.
+// A ring by sequence: a record stays until a sequence `slots` later takes its slot, or
+// the byte budget leaves no room for it. Bounded by both.
+class RecordCache {
+ public:
+  RecordCache(std::size_t slots, std::size_t max_bytes) : slots_(slots), max_bytes_(max_bytes) {}
+
+  void put(std::uint64_t seq, std::string_view bytes) {
+    Slot& s = slots_[seq % slots_.size()];
+    if (s.seq == seq) return;
+    bytes_ -= s.bytes.capacity();
+    if (bytes_ + bytes.size() > max_bytes_) {
+      s.seq = 0;
+      std::string().swap(s.bytes);
+      bytes_ += s.bytes.capacity();
+      return;
+    }
+    s.seq = seq;
+    s.bytes.assign(bytes);
+    bytes_ += s.bytes.capacity();
+  }
+
+  const std::string* get(std::uint64_t seq) const {
+    const Slot& s = slots_[seq % slots_.size()];
+    return s.seq == seq && seq != 0 ? &s.bytes : nullptr;
+  }
+
+ private:
+  struct Slot {
+    std::uint64_t seq = 0;
+    std::string bytes;
+  };
+  std::vector<Slot> slots_;
+  std::size_t bytes_ = 0;  // capacity held by the slots' strings
+  std::size_t max_bytes_;
+};
+
 }  // namespace
 
 struct Consumers::State {
@@ -151,6 +190,7 @@ struct Consumers::State {
 
   std::map<storage::ConsumerKey, std::unique_ptr<Consumer>> consumers;
   std::map<ClientId, ClientRec> clients;
+  mutable RecordCache recent{options.record_cache_slots, options.record_cache_bytes};
   // Routing: consumers by region prefix, and those that take every region.
   std::unordered_map<std::string, std::vector<Consumer*>> by_prefix;
   std::vector<Consumer*> all_regions;
@@ -276,6 +316,12 @@ struct Consumers::State {
     std::uint64_t next = 0;
     bool done = false;
   };
+  // The record under `seq`, from the cache of recent records or else the log.
+  Result<std::optional<std::string>> read(std::uint64_t seq) const {
+    if (const std::string* r = recent.get(seq)) return std::optional<std::string>(*r);
+    return log.read(Sequence{seq});
+  }
+
   Result<Scan> scan_matching(const Filter& f, std::uint64_t from, std::uint64_t to_excl,
                              std::size_t max) const {
     Scan out;
@@ -296,7 +342,10 @@ struct Consumers::State {
         next = seq.value + 1;
         const auto* r = record_root(rec);
         KOLABUS_CHECK(r != nullptr);  // the broker only stores records it built
-        if (f.matches_kind(r->routing_kind())) out.seqs.push_back(seq.value);
+        if (f.matches_kind(r->routing_kind())) {
+          out.seqs.push_back(seq.value);
+          recent.put(seq.value, rec);  // read next, by send() or read_range()
+        }
         full = out.seqs.size() == max;
         return !full;
       });
@@ -363,7 +412,7 @@ struct Consumers::State {
   bool send(Consumer& c, std::uint64_t seq, Pending& p, TimeMs now, std::vector<Delivery>& out) {
     Attachment* a = pick_client(c);
     if (a == nullptr) return false;
-    auto rec = log.read(Sequence{seq});
+    auto rec = read(seq);
     KOLABUS_CHECK(rec.has_value() && rec->has_value());  // sequences come from the log
     a->in_flight++;
     p.client = a->client;
@@ -804,7 +853,7 @@ CommandResult<RangePage> Consumers::read_range(const Filter& filter, std::uint64
   }
   RangePage page;
   for (std::uint64_t seq : scan->seqs) {
-    auto rec = s_->log.read(Sequence{seq});
+    auto rec = s_->read(seq);
     if (!rec || !rec->has_value()) {
       return CommandError{ErrorCode::StorageUnavailable, "",
                           "cannot read sequence " + std::to_string(seq)};
@@ -888,6 +937,7 @@ CommandResult<std::uint64_t> Consumers::drop_dead_letters(
 void Consumers::on_appended(std::span<const AppendedEvent> events) {
   auto& s = *s_;
   for (const auto& e : events) {
+    s.recent.put(e.sequence.value, e.record);
     auto mark = [&](Consumer* c) {
       if (!c->has_new && c->spec.filter.matches_kind(e.routing_kind)) {
         c->has_new = true;

@@ -107,6 +107,7 @@ std::vector<PublishOutcome> Core::publish_batch(std::span<const PublishRequest> 
   const schemas::ValidationContext ctx{regions_, now, options_.max_clock_skew_ms};
   const TimeMs received_at = std::max(now, last_received_at_);
   appended_.clear();
+  appended_records_.clear();
 
   // Events accepted in this batch, in sequence order.
   struct Accepted {
@@ -266,6 +267,7 @@ std::vector<PublishOutcome> Core::publish_batch(std::span<const PublishRequest> 
   if (!accepted.empty()) {
     std::vector<storage::AppendRecord> records;
     records.reserve(accepted.size());
+    appended_records_.reserve(accepted.size());
     const Sequence first = log_.next_sequence();
     for (std::size_t k = 0; k < accepted.size(); ++k) {
       const Accepted& a = accepted[k];
@@ -282,8 +284,10 @@ std::vector<PublishOutcome> Core::publish_batch(std::span<const PublishRequest> 
     for (std::size_t k = 0; k < accepted.size(); ++k) {
       if (st) {
         out[accepted[k].request].result = Ack{Sequence{first.value + k}, false};
+        auto& rec = appended_records_.emplace_back(std::move(accepted[k].record));
         appended_.push_back(
-            {Sequence{first.value + k}, accepted[k].index_kind, std::move(accepted[k].regions)});
+            {Sequence{first.value + k}, accepted[k].index_kind, std::move(accepted[k].regions),
+             std::string_view(reinterpret_cast<const char*>(rec.data()), rec.size())});
       } else {
         out[accepted[k].request].result = storage_unavailable(st.error().to_string());
       }

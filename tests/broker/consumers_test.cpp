@@ -29,11 +29,14 @@ struct Bus {
   storage::MemoryConsumerStore store;
   ManualClock clock{kNow};
   broker::Core core{log, schemas::RegionTable::embedded(), clock};
+  broker::ConsumersOptions options;
   std::unique_ptr<broker::Consumers> consumers = fresh_consumers();
+
+  explicit Bus(broker::ConsumersOptions o = {}) : options(o) {}
 
   std::unique_ptr<broker::Consumers> fresh_consumers() {
     auto c = std::make_unique<broker::Consumers>(log, store, schemas::RegionTable::embedded(),
-                                                 clock, broker::ConsumersOptions{});
+                                                 clock, options);
     REQUIRE(c->load().has_value());
     return c;
   }
@@ -100,6 +103,46 @@ std::vector<std::uint64_t> seqs(const std::vector<Bus::Got>& got) {
 }
 
 }  // namespace
+
+// Deliveries come from a cache of recent records when they can; whatever it holds or
+// has evicted, each delivery must carry its own sequence's stored record.
+TEST_CASE("Consumers: every delivery carries its own record, whatever the record cache holds") {
+  for (const auto& [slots, bytes] : std::vector<std::pair<std::size_t, std::size_t>>{
+           {3, 1 << 20}, {64, 1500}, {16384, 32 << 20}}) {
+    CAPTURE(slots);
+    CAPTURE(bytes);
+    broker::ConsumersOptions o;
+    o.record_cache_slots = slots;
+    o.record_cache_bytes = bytes;
+    Bus bus(o);
+    const TimeMs t = kNow - kDay;
+    // Caught up from the log (before the first pump) and then fanned out as published.
+    for (int i = 0; i < 10; ++i) bus.publish({test::make_birth("1271011001", t + i)});
+    bus.subscribe("c1", "all", {}, {}, 1000);
+    bus.subscribe("c2", "kel", {}, {"1271011002"}, 1000);
+    std::vector<std::vector<std::uint8_t>> batch;
+    for (int i = 0; i < 30; ++i) {
+      batch.push_back(test::make_birth(i % 3 == 0 ? "1271011002" : "1271021002", t + 100 + i));
+    }
+    std::map<std::string, std::vector<std::uint64_t>> got;
+    const auto check = [&] {
+      for (auto& d : bus.consumers->pump()) {
+        auto stored = bus.log.read(d.sequence);
+        REQUIRE(stored.has_value());
+        REQUIRE(stored->has_value());
+        CHECK(d.record == **stored);
+        got[d.consumer].push_back(d.sequence.value);
+      }
+    };
+    check();
+    bus.publish({batch.begin(), batch.begin() + 15});
+    check();
+    bus.publish({batch.begin() + 15, batch.end()});
+    check();
+    CHECK(got["all"].size() == 40);
+    CHECK(got["kel"].size() == 10);
+  }
+}
 
 TEST_CASE(
     "Consumers: a filter is kinds x region prefixes at every level, a move matches at "

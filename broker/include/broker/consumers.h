@@ -118,6 +118,10 @@ struct ConsumersOptions {
   TimeMs client_timeout_ms = 15000;  // silent this long: detached
   std::size_t read_batch = 256;      // events read per consumer per pump turn
   std::uint32_t max_window = 10000;
+  // Recent records kept in memory for delivery (fan-out reads each new event about a
+  // dozen times): at most this many sequences and this many bytes.
+  std::size_t record_cache_slots = 16384;
+  std::size_t record_cache_bytes = 32 << 20;
 };
 
 template <typename T>

@@ -67,6 +67,7 @@ struct AppendedEvent {
   Sequence sequence;
   std::uint8_t routing_kind;         // as LogRecord.routing_kind
   std::vector<std::string> regions;  // the event's village codes
+  std::string_view record;           // the stored LogRecord bytes (owned by the Core)
 };
 
 struct CoreStats {
@@ -116,6 +117,7 @@ class Core {
   CoreOptions options_;
   CoreStats stats_;
   std::vector<AppendedEvent> appended_;
+  std::vector<flatbuffers::DetachedBuffer> appended_records_;  // appended_[i].record
   std::shared_ptr<const Agencies> agencies_;
   Audit* audit_ = nullptr;
   // Receive times never go backwards in log order, even if the wall clock does, so
