@@ -98,6 +98,11 @@ struct ProcessMemory {
 };
 std::optional<ProcessMemory> read_memory(pid_t pid);
 
+// CPU time the process has used so far, user and system, all its threads
+// (/proc/PID/stat). On a shared, noisy machine the CPU a server spends per event moves
+// far less between runs than its throughput does.
+std::optional<double> read_cpu_seconds(pid_t pid);
+
 // Polls `ready` every `interval` until it returns true or `timeout` passes.
 template <typename F>
 bool wait_until(F ready, std::chrono::milliseconds timeout,

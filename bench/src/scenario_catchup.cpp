@@ -142,7 +142,9 @@ Table run_catchup(BenchContext& ctx) {
       continue;
     }
     auto perf = ctx.profile(*sys, "catchup-all");
+    const auto cpu_before = read_cpu_seconds(sys->pid());
     auto secs = receive_all(**sub, n, milliseconds(30000));
+    const auto cpu_after = read_cpu_seconds(sys->pid());
     if (perf) perf->stop();
     if (!secs) {
       fail(secs.error().message);
@@ -150,6 +152,10 @@ Table run_catchup(BenchContext& ctx) {
     }
     t.set(all, "events/s", name, static_cast<double>(n) / *secs);
     t.set(all, "seconds", name, *secs);
+    if (cpu_before && cpu_after) {
+      t.set(all, "server CPU us/event", name,
+            (*cpu_after - *cpu_before) * 1e6 / static_cast<double>(n));
+    }
     ctx.progress("catch-up " + name + ": " + human(static_cast<double>(n) / *secs) + " events/s (" +
                  human(*secs) + " s)");
     if (name == kKolabus) {
@@ -198,6 +204,9 @@ Table run_catchup(BenchContext& ctx) {
       "consumer (window 10000) acknowledging each drain; jetstream an ephemeral push consumer "
       "(deliver all, ack_policy all, max_ack_pending 10000); redis XREAD COUNT 1000 in a loop; "
       "push-pull the same event bytes over tcp://127.0.0.1 between two threads of the harness");
+  t.notes.push_back(
+      "server CPU us/event: the server process's user + system CPU time (all threads) during "
+      "the read, per event");
   t.notes.push_back(
       "one kelurahan: a second kolabus consumer filtered on one kelurahan's code (the one with "
       "the median share); 'time share / event share' = (its time / the full read's time) / (its "

@@ -115,6 +115,7 @@ Table run_fanout(BenchContext& ctx) {
   });
 
   auto perf = ctx.profile(*sys, "fanout");
+  const auto cpu_before = read_cpu_seconds(sys->pid());
   const auto t0 = SteadyClock::now();
   auto pub = publish_window(*sys, 0, n, 1, 1000, std::nullopt, [&](std::uint64_t done) {
     ctx.progress("  published " + std::to_string(done) + " of " + std::to_string(n) +
@@ -129,6 +130,7 @@ Table run_fanout(BenchContext& ctx) {
   }
   stop.store(true);
   consumer.join();
+  const auto cpu_after = read_cpu_seconds(sys->pid());
   if (perf) perf->stop();
   if (!pub) {
     sys->stop();
@@ -159,6 +161,10 @@ Table run_fanout(BenchContext& ctx) {
         static_cast<double>(pub->acks.acked) / seconds_between(t0, published_at));
   t.set(label, "lag at end of publish", kKolabus, static_cast<double>(lag_at_publish));
   t.set(label, "drain after publish ms", kKolabus, 1000 * seconds_between(published_at, end));
+  if (cpu_before && cpu_after && got > 0) {
+    t.set(label, "broker CPU us/delivery", kKolabus,
+          (*cpu_after - *cpu_before) * 1e6 / static_cast<double>(got));
+  }
   if (lag) {
     t.set(label, "broker lag after drain", kKolabus, static_cast<double>(*lag));
   } else {
@@ -177,7 +183,9 @@ Table run_fanout(BenchContext& ctx) {
       "acked deliveries/s: all deliveries / time from the first publish to the last delivery "
       "(each drain of a connection is acknowledged with one Ack); lag: deliveries not yet "
       "received when the last publish was acknowledged; broker lag: the sum of ListConsumers' "
-      "lag after the drain (should be 0)");
+      "lag after the drain (should be 0); broker CPU us/delivery: the broker's user + system CPU "
+      "time (all threads, publishing included) from the first publish to the end of the drain, "
+      "per delivery");
   return t;
 }
 

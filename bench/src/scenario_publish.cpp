@@ -32,6 +32,7 @@ Table run_publish(BenchContext& ctx) {
                 : std::vector<Config>{{1, 1}, {1, 100}, {1, 1000}, {4, 1}, {4, 100}, {4, 1000}};
   const std::uint64_t count = ctx.events != 0 ? ctx.events : ctx.quick ? 20000 : 200000;
   const std::string metric = "events/s";
+  const std::string cpu_metric = "server CPU us/event";
 
   std::map<std::string, std::string> skipped;
   for (const auto& c : configs) {
@@ -60,7 +61,9 @@ Table run_publish(BenchContext& ctx) {
       }
       auto perf = ctx.profile(
           *sys, "publish-" + std::to_string(c.publishers) + "p-w" + std::to_string(c.window));
+      const auto cpu_before = read_cpu_seconds(sys->pid());
       auto r = publish_window(*sys, 0, count, c.publishers, c.window, max_time);
+      const auto cpu_after = read_cpu_seconds(sys->pid());
       if (perf) perf->stop();
       sys->stop();
       std::error_code ec;
@@ -83,6 +86,10 @@ Table run_publish(BenchContext& ctx) {
                 "held stored messages' acks)";
       }
       t.set(label, metric, name, rate, note);
+      if (cpu_before && cpu_after && r->acks.acked > 0) {
+        t.set(label, cpu_metric, name,
+              (*cpu_after - *cpu_before) * 1e6 / static_cast<double>(r->acks.acked));
+      }
       ctx.progress("publish " + label + " " + name + ": " + human(rate) + " events/s (" +
                    std::to_string(r->acks.acked) + " in " + human(r->seconds) + " s)");
     }
@@ -93,6 +100,10 @@ Table run_publish(BenchContext& ctx) {
   t.notes.push_back(
       "window = requests in flight per publisher; each publisher is one connection on its own "
       "thread in the harness; events pre-encoded (kolabus and naive: the same Request frames)");
+  t.notes.push_back(
+      "server CPU us/event = the server process's user + system CPU time (all its threads, "
+      "/proc/PID/stat) during the run, per acknowledged event: lower is better, and steadier "
+      "than throughput on a shared machine");
   return t;
 }
 
