@@ -94,6 +94,16 @@ NikHash nik_hash(std::string_view nik, const NikKey& key) {
   return out;
 }
 
+NikHash Audit::hash_nik(std::string_view nik) const {
+  crypto_generichash_state st = keyed_;
+  crypto_generichash_update(&st, reinterpret_cast<const std::uint8_t*>(nik.data()), nik.size());
+  std::array<std::uint8_t, crypto_generichash_BYTES> full{};
+  crypto_generichash_final(&st, full.data(), full.size());
+  NikHash out{};
+  std::copy_n(full.begin(), out.size(), out.begin());
+  return out;
+}
+
 storage::AuditHash audit_hash(std::span<const std::uint8_t> bytes) {
   storage::AuditHash h{};
   crypto_generichash(h.data(), h.size(), bytes.data(), bytes.size(), nullptr, 0);
@@ -140,6 +150,7 @@ const audit::Record* verified_record(std::string_view bytes) {
 
 Audit::Audit(storage::AuditLog& log, const Clock& clock, NikKey key)
     : log_(log), clock_(clock), key_(key) {
+  crypto_generichash_init(&keyed_, key_.data(), key_.size(), crypto_generichash_BYTES);
   const auto head = log_.head();
   if (head.index > 0) {
     (void)log_.scan(head.index, 1, [&](std::uint64_t, std::string_view bytes) {

@@ -111,6 +111,14 @@ TEST_CASE("Audit: a group commit stores its Publish record with the events, per 
   REQUIRE(first->nik_hashes()->size() == 16);  // the birth names only its mother
   CHECK(std::equal(mother.begin(), mother.end(), first->nik_hashes()->begin()));
   CHECK(broker::nik_hash(kMother, key_of(8)) != mother);  // another key, another hash
+  // The Audit's precomputed keyed state gives the documented hash, NIK after NIK.
+  CHECK(mother == broker::nik_hash(kMother, key_of(7)));
+  CHECK(f.audit.hash_nik(kDeceased) == broker::nik_hash(kDeceased, key_of(7)));
+  CHECK(f.audit.hash_nik(kMother) == mother);
+  // Known answer, from Python: hashlib.blake2b(b"1271015203950001", key=bytes([7] * 32),
+  // digest_size=32).hexdigest()[:32]
+  const auto known = f.audit.hash_nik("1271015203950001");
+  CHECK(broker::to_hex(known) == "a172a65d8f664fe3f6982acc4153a211");
 
   SUBCASE("a batch of two agencies gives each its own record") {
     // Development-mode core (no registry) lets both publish.
