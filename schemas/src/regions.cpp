@@ -37,6 +37,16 @@ std::size_t region_code_length(RegionLevel level) {
 
 namespace {
 
+constexpr std::size_t kMaxCodeLength = 10;
+
+// A code of digits as one number, its length in the low bits ("12" and "0012" differ).
+// REQUIRES: 1 to kMaxCodeLength digits.
+std::uint64_t code_key(std::string_view code) {
+  std::uint64_t v = 0;
+  for (char c : code) v = v * 10 + static_cast<std::uint64_t>(c - '0');
+  return v << 4 | code.size();
+}
+
 bool parse_level(std::string_view s, RegionLevel* level) {
   if (s == "province") {
     *level = RegionLevel::kProvince;
@@ -202,6 +212,10 @@ Result<RegionTable> RegionTable::parse_view(std::string_view text, RegionTable t
     }
   }
   table.regions_.shrink_to_fit();
+  table.index_.reserve(table.regions_.size());
+  for (std::size_t i = 0; i < table.regions_.size(); ++i) {
+    table.index_.emplace(code_key(table.regions_[i].code), static_cast<std::uint32_t>(i));
+  }
   return table;
 }
 
@@ -236,10 +250,12 @@ const RegionTable& RegionTable::embedded() {
 }
 
 const Region* RegionTable::find(std::string_view code) const {
-  auto it = std::lower_bound(regions_.begin(), regions_.end(), code,
-                             [](const Region& r, std::string_view c) { return r.code < c; });
-  if (it == regions_.end() || it->code != code) return nullptr;
-  return &*it;
+  if (code.empty() || code.size() > kMaxCodeLength) return nullptr;
+  for (char c : code) {
+    if (c < '0' || c > '9') return nullptr;
+  }
+  auto it = index_.find(code_key(code));
+  return it == index_.end() ? nullptr : &regions_[it->second];
 }
 
 bool RegionTable::is_village(std::string_view code) const {

@@ -31,6 +31,18 @@ TEST_CASE("RegionTable: embedded list has every Kemendagri region") {
   CHECK_FALSE(t.is_village("1271011999"));  // absent
   CHECK(t.find("1271011999") == nullptr);
   CHECK(t.find("") == nullptr);
+  // Not codes: a leading zero added, too long, not digits, a prefix of no level.
+  CHECK(t.find("01271") == nullptr);
+  CHECK(t.find("012") == nullptr);
+  CHECK(t.find("12710110011") == nullptr);
+  CHECK(t.find("12a1") == nullptr);
+  CHECK(t.find("127") == nullptr);
+  // Every region is found under its own code, and only there.
+  for (const auto& r : t.all()) {
+    const auto* f = t.find(r.code);
+    REQUIRE(f != nullptr);
+    CHECK(f->code == r.code);
+  }
 
   // A quoted name with a comma.
   const auto* lubuk = t.find("1207281007");

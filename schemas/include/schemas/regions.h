@@ -16,6 +16,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include <common/result.h>
@@ -59,7 +60,8 @@ class RegionTable {
   RegionTable(const RegionTable&) = delete;
   RegionTable& operator=(const RegionTable&) = delete;
 
-  // nullptr if absent. O(log n).
+  // nullptr if absent. O(1): a hash index (every published event looks up its villages;
+  // a binary search over the 91,600 codes was 4 % of the publish path).
   const Region* find(std::string_view code) const;
   // True if the code exists and is a village (10 digits).
   bool is_village(std::string_view code) const;
@@ -79,6 +81,8 @@ class RegionTable {
   // Names that needed unescaping ("" inside quotes); heap-held for the same reason.
   std::vector<std::unique_ptr<const std::string>> unescaped_names_;
   std::vector<Region> regions_;  // sorted by code, unique
+  // Code (as a number, with its length) -> index into regions_.
+  std::unordered_map<std::uint64_t, std::uint32_t> index_;
 };
 
 }  // namespace kolabus::schemas
