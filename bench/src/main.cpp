@@ -112,7 +112,8 @@ int main(int argc, char** argv) {
   app.add_option("--broker", broker,
                  "the kolabus-broker to measure (default: next to kolabus-bench, or the build "
                  "tree's)");
-  app.add_option("--perf", perf_dir, "record the broker with `perf record -g` into this directory")
+  app.add_option("--perf", perf_dir,
+                 "record the broker with `perf record --call-graph dwarf` into this directory")
       ->group("Profiling");
   app.add_option("--seed", seed, "seed of the event generator");
 

@@ -46,7 +46,7 @@ struct BenchContext {
   std::string fresh_dir(const std::string& name);
   // The system, or nullptr with `why` ("skipped: ... not installed").
   std::unique_ptr<System> make(const std::string& system, std::string* why);
-  // Starts `perf record -g` on the kolabus broker when --perf is given.
+  // Starts `perf record --call-graph dwarf` on the kolabus broker when --perf is given.
   std::optional<ChildProcess> profile(System& system, const std::string& tag);
   // A progress line on stderr.
   void progress(const std::string& line) const;
