@@ -149,33 +149,35 @@ class RecordCache {
  public:
   RecordCache(std::size_t slots, std::size_t max_bytes) : slots_(slots), max_bytes_(max_bytes) {}
 
-  void put(std::uint64_t seq, std::string_view bytes) {
+  // The cached record of `seq`: `bytes` stored now, or the one already held.
+  std::shared_ptr<const std::string> put(std::uint64_t seq, std::string_view bytes) {
     Slot& s = slots_[seq % slots_.size()];
-    if (s.seq == seq) return;
-    bytes_ -= s.bytes.capacity();
-    if (bytes_ + bytes.size() > max_bytes_) {
-      s.seq = 0;
-      std::string().swap(s.bytes);
-      bytes_ += s.bytes.capacity();
-      return;
+    if (s.seq == seq) return s.bytes;
+    auto fresh = std::make_shared<const std::string>(bytes);
+    if (s.bytes) bytes_ -= s.bytes->size();
+    s.seq = 0;
+    s.bytes.reset();
+    if (bytes_ + bytes.size() <= max_bytes_) {
+      s.seq = seq;
+      s.bytes = fresh;
+      bytes_ += bytes.size();
     }
-    s.seq = seq;
-    s.bytes.assign(bytes);
-    bytes_ += s.bytes.capacity();
+    return fresh;
   }
 
-  const std::string* get(std::uint64_t seq) const {
+  // Null when not held.
+  std::shared_ptr<const std::string> get(std::uint64_t seq) const {
     const Slot& s = slots_[seq % slots_.size()];
-    return s.seq == seq && seq != 0 ? &s.bytes : nullptr;
+    return s.seq == seq && seq != 0 ? s.bytes : nullptr;
   }
 
  private:
   struct Slot {
     std::uint64_t seq = 0;
-    std::string bytes;
+    std::shared_ptr<const std::string> bytes;
   };
   std::vector<Slot> slots_;
-  std::size_t bytes_ = 0;  // capacity held by the slots' strings
+  std::size_t bytes_ = 0;  // held by the slots (a delivery may hold a record longer)
   std::size_t max_bytes_;
 };
 
@@ -316,10 +318,14 @@ struct Consumers::State {
     std::uint64_t next = 0;
     bool done = false;
   };
-  // The record under `seq`, from the cache of recent records or else the log.
-  Result<std::optional<std::string>> read(std::uint64_t seq) const {
-    if (const std::string* r = recent.get(seq)) return std::optional<std::string>(*r);
-    return log.read(Sequence{seq});
+  // The record under `seq`, from the cache of recent records or else the log (null if
+  // the log does not hold it).
+  Result<std::shared_ptr<const std::string>> read(std::uint64_t seq) const {
+    if (auto r = recent.get(seq)) return r;
+    auto stored = log.read(Sequence{seq});
+    if (!stored) return unexpected(stored.error());
+    if (!stored->has_value()) return std::shared_ptr<const std::string>();
+    return std::make_shared<const std::string>(std::move(**stored));
   }
 
   Result<Scan> scan_matching(const Filter& f, std::uint64_t from, std::uint64_t to_excl,
@@ -413,7 +419,7 @@ struct Consumers::State {
     Attachment* a = pick_client(c);
     if (a == nullptr) return false;
     auto rec = read(seq);
-    KOLABUS_CHECK(rec.has_value() && rec->has_value());  // sequences come from the log
+    KOLABUS_CHECK(rec.has_value() && *rec != nullptr);  // sequences come from the log
     a->in_flight++;
     p.client = a->client;
     p.attempt++;
@@ -422,7 +428,7 @@ struct Consumers::State {
     c.timers.emplace_back(p.deadline, seq);
     due_by(p.deadline);
     out.push_back(
-        Delivery{a->client, c.key.owner, c.key.name, Sequence{seq}, p.attempt, std::move(**rec)});
+        Delivery{a->client, c.key.owner, c.key.name, Sequence{seq}, p.attempt, std::move(*rec)});
     return true;
   }
 
@@ -854,11 +860,11 @@ CommandResult<RangePage> Consumers::read_range(const Filter& filter, std::uint64
   RangePage page;
   for (std::uint64_t seq : scan->seqs) {
     auto rec = s_->read(seq);
-    if (!rec || !rec->has_value()) {
+    if (!rec || *rec == nullptr) {
       return CommandError{ErrorCode::StorageUnavailable, "",
                           "cannot read sequence " + std::to_string(seq)};
     }
-    page.records.push_back(std::move(**rec));
+    page.records.push_back(**rec);
   }
   page.next = scan->next;
   page.done = scan->done;

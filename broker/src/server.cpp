@@ -112,8 +112,8 @@ flatbuffers::DetachedBuffer finish(flatbuffers::FlatBufferBuilder& fbb, std::uin
 }
 
 flatbuffers::DetachedBuffer delivery_message(const broker::Delivery& d) {
-  flatbuffers::FlatBufferBuilder fbb(d.record.size() + 128);
-  auto record = nested(fbb, d.record);
+  flatbuffers::FlatBufferBuilder fbb(d.record->size() + 128);
+  auto record = nested(fbb, *d.record);
   auto consumer = fbb.CreateString(d.consumer);
   return finish(fbb, 0, protocol::Reply::Delivery,
                 protocol::CreateDelivery(fbb, consumer, d.sequence.value, d.attempt, record));
@@ -328,11 +328,11 @@ struct Server::Impl {
 
   enum class Sent { kYes, kQueueFull, kClientGone };
 
-  void send(std::vector<zmq::message_t>& envelope, const flatbuffers::DetachedBuffer& reply) {
-    (void)try_send(envelope, reply);
+  void send(std::vector<zmq::message_t>& envelope, flatbuffers::DetachedBuffer reply) {
+    (void)try_send(envelope, std::move(reply));
   }
 
-  Sent try_send(std::vector<zmq::message_t>& envelope, const flatbuffers::DetachedBuffer& reply) {
+  Sent try_send(std::vector<zmq::message_t>& envelope, flatbuffers::DetachedBuffer reply) {
     try {
       for (auto& frame : envelope) {
         zmq::message_t copy;
@@ -342,7 +342,15 @@ struct Server::Impl {
           return Sent::kQueueFull;
         }
       }
-      if (!socket.send(zmq::const_buffer(reply.data(), reply.size()), zmq::send_flags::dontwait)) {
+      // The reply's buffer goes to ZeroMQ as it is, not copied (a delivery carries a
+      // whole event); ZeroMQ frees it once sent, or the message_t does if not sent.
+      auto held = std::make_unique<flatbuffers::DetachedBuffer>(std::move(reply));
+      zmq::message_t body(
+          held->data(), held->size(),
+          [](void*, void* hint) { delete static_cast<flatbuffers::DetachedBuffer*>(hint); },
+          held.get());
+      held.release();  // body owns it now
+      if (!socket.send(body, zmq::send_flags::dontwait)) {
         ++unroutable_replies;
         return Sent::kQueueFull;
       }
@@ -658,8 +666,8 @@ struct Server::Impl {
         std::vector<flatbuffers::Offset<protocol::Record>> records;
         auto f = fact(audit::Action::Read, owner);
         for (const auto& rec : page.records) {
-          if (auto m = minimised(rec, owner)) {
-            records.push_back(protocol::CreateRecord(fbb, nested(fbb, *m)));
+          if (auto m = minimise(rec, owner)) {
+            records.push_back(protocol::CreateRecord(fbb, nested(fbb, m->of(rec))));
             f.sequences.push_back(sequence_of(rec));
           }
         }
@@ -683,7 +691,8 @@ struct Server::Impl {
           f.sequences.push_back(d.entry.sequence);
         if (!f.sequences.empty() && !record(f)) return reply_unaudited(in);
         for (const auto& d : std::get<std::vector<DeadLetter>>(r)) {
-          auto record = nested(fbb, minimised(d.record, owner).value_or(std::string()));
+          const auto m = minimise(d.record, owner);
+          auto record = nested(fbb, m ? m->of(d.record) : std::string_view());
           items.push_back(protocol::CreateDeadLetter(
               fbb, fbb.CreateString(d.entry.key.name), d.entry.sequence, d.entry.attempts,
               fbb.CreateString(d.entry.reason), d.entry.dead_at, record));
@@ -852,15 +861,21 @@ struct Server::Impl {
     return {*ev->id(), static_cast<std::uint8_t>(ev->payload_type())};
   }
 
-  // The record as `agency` may see it: its event with only the payload fields of the
-  // agency's field profile (data minimisation). Stored events stay whole. nullopt
-  // when the event cannot be minimised (then it is not sent).
-  std::optional<std::string> minimised(std::string record, std::string_view agency) {
-    if (options.dev) return record;
+  // What `agency` may see of a record: all of it (keep), or its event with only the
+  // payload fields of the agency's field profile (data minimisation; stored events stay
+  // whole).
+  struct Minimised {
+    bool keep = false;
+    std::string stripped;  // the record to send instead, unless keep
+    std::string_view of(std::string_view record) const { return keep ? record : stripped; }
+  };
+  // nullopt when the event cannot be minimised (then it is not sent).
+  std::optional<Minimised> minimise(std::string_view record, std::string_view agency) {
+    if (options.dev) return Minimised{true, {}};
     const auto reg = agencies();
     const Agency* a = reg ? reg->by_name(agency) : nullptr;
     if (a == nullptr) return std::nullopt;
-    if (a->fields.keeps_everything()) return record;
+    if (a->fields.keeps_everything()) return Minimised{true, {}};
     const auto* bytes = reinterpret_cast<const std::uint8_t*>(record.data());
     flatbuffers::Verifier verifier(bytes, record.size());
     if (!log::VerifyLogRecordBuffer(verifier)) return std::nullopt;
@@ -878,7 +893,8 @@ struct Server::Impl {
     fbb.Finish(log::CreateLogRecord(fbb, rec->sequence(), rec->received_at(), src, ev,
                                     rec->routing_kind()),
                log::LogRecordIdentifier());
-    return std::string(reinterpret_cast<const char*>(fbb.GetBufferPointer()), fbb.GetSize());
+    return Minimised{
+        false, std::string(reinterpret_cast<const char*>(fbb.GetBufferPointer()), fbb.GetSize())};
   }
 
   void deliver() {
@@ -889,9 +905,9 @@ struct Server::Impl {
     // hundreds of consumers, so no linear search per delivery.
     std::map<std::pair<std::string_view, std::string_view>, std::size_t> fact_of;
     for (auto& d : due) {
-      auto m = minimised(std::move(d.record), d.owner);
+      auto m = minimise(*d.record, d.owner);
       if (!m) continue;  // stays in flight: delivered again after ack_wait
-      d.record = std::move(*m);
+      if (!m->keep) d.record = std::make_shared<const std::string>(std::move(m->stripped));
       ready.push_back(&d);
       auto [it, added] = fact_of.try_emplace({d.owner, d.consumer}, facts.size());
       if (added) {

@@ -100,7 +100,9 @@ struct Delivery {
   std::string consumer;
   Sequence sequence;
   std::uint32_t attempt;
-  std::string record;  // the LogRecord bytes
+  // The LogRecord bytes, shared with the cache of recent records (each new event goes
+  // to a dozen consumers or so). Never null.
+  std::shared_ptr<const std::string> record;
 };
 
 struct RangePage {
