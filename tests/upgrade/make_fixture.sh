@@ -56,6 +56,11 @@ kt sumut-new --regions 12 --start latest --timeout 1 || true
 "$bin/kolabus" replay --from 1 --json > "$out/events.jsonl"
 "$bin/kolabus" replay --from 1 --regions 1271011001 --json > "$out/kel-pasar-baru.jsonl"
 echo "$commit" > "$out/commit.txt"
+# The audit chain's head, for releases that keep one: an anchor the upgraded chain must hold.
+rm -f "$out/audit-head.json"
+if "$bin/kolabus" audit --help > /dev/null 2>&1; then
+  "$bin/kolabus" audit verify --json > "$out/audit-head.json"
+fi
 
 stop_broker
 rm -f data/LOG data/LOG.old.*  # RocksDB's own diagnostics, not data
