@@ -6,17 +6,20 @@
 #
 #   tests/upgrade/make_fixture.sh BIN_DIR OUT_DIR COMMIT
 #
-# BIN_DIR holds the kolabus-broker and kolabus built from COMMIT (recorded in OUT_DIR). Loopback only, a port chosen
+# BIN_DIR holds the kolabus-broker and kolabus built from COMMIT (recorded in OUT_DIR);
+# the schemas of COMMIT must be in schemas/COMMIT/ beside this script. Loopback only, a port chosen
 # by the broker. Deterministic apart from broker times (received_at, audit times).
 set -euo pipefail
 
+here=$(cd "$(dirname "$0")" && pwd)
 bin=$(cd "$1" && pwd)
 out=$2
 commit=$3
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+broker=
+trap '[ -n "$broker" ] && kill -TERM "$broker" 2>/dev/null; rm -rf "$work"' EXIT
 cd "$work"
 
 start_broker() {
@@ -27,7 +30,7 @@ start_broker() {
   for _ in $(seq 1 200); do [ -s "$work/endpoint" ] && break; sleep 0.1; done
   export KOLABUS_BROKER=$(cat "$work/endpoint")
 }
-stop_broker() { kill -TERM "$broker"; wait "$broker" || true; }
+stop_broker() { kill -TERM "$broker"; wait "$broker" || true; broker=; }
 
 # 300 events, 40 % of them in kecamatan Medan Kota (127101), dated before 2026-11-19.
 "$bin/kolabus" gen --count 300 --seed 20261127 --now 1795000000000 \
@@ -43,6 +46,11 @@ kt kel-pasar-baru --regions 1271011001 --start earliest --count 2 --timeout 3
 kt kec-medan-kota --regions 127101 --start earliest --count 20 --timeout 3
 kt medan-deaths --kinds death --regions 1271 --start earliest --count 10 --timeout 3
 kt medan-all --regions 1271 --start earliest --count 150 --timeout 3
+# A consumer with a dead letter and acknowledgements above its floor (old_consumer.py),
+# speaking the release's protocol through Python code generated from its schemas.
+flatc --python -o "$work/py" "$here/schemas/$commit"/*.fbs
+/usr/bin/python3 "$here/old_consumer.py" --schemas "$work/py" --endpoint "$KOLABUS_BROKER" \
+  > "$out/kec-dead.json"
 stop_broker
 
 # Session 2: the restart replays the WAL into table files, so the fixture has both.
@@ -53,12 +61,13 @@ kt kec-medan-kota --regions 127101 --count 5 --timeout 3
 kt sumut-new --regions 12 --start latest --timeout 1 || true
 
 "$bin/kolabus" consumers --json > "$out/consumers.json"
+"$bin/kolabus" dlq list --json > "$out/dead-letters.jsonl"
 "$bin/kolabus" replay --from 1 --json > "$out/events.jsonl"
 "$bin/kolabus" replay --from 1 --regions 1271011001 --json > "$out/kel-pasar-baru.jsonl"
 echo "$commit" > "$out/commit.txt"
 # The audit chain's head, for releases that keep one: an anchor the upgraded chain must hold.
 rm -f "$out/audit-head.json"
-if "$bin/kolabus" audit --help > /dev/null 2>&1; then
+if "$bin/kolabus" --help | grep -q '^  audit '; then
   "$bin/kolabus" audit verify --json > "$out/audit-head.json"
 fi
 

@@ -59,7 +59,10 @@ struct Fixture {
   std::vector<OldEvent> events;          // events[i].sequence == i + 1
   std::vector<json> consumers;           // `kolabus consumers --json`
   std::vector<std::uint64_t> kelurahan;  // `kolabus replay --regions 1271011001`
-  std::optional<json> audit_head;        // `kolabus audit verify --json`, if it had one
+  std::vector<json> dead_letters;        // `kolabus dlq list --json`
+  // Acknowledged above the ack floor, per consumer (old_consumer.py's kec-dead.json).
+  std::map<std::string, std::set<std::uint64_t>> acked_above;
+  std::optional<json> audit_head;  // `kolabus audit verify --json`, if it had one
 };
 
 std::vector<json> json_lines(const std::filesystem::path& file) {
@@ -92,6 +95,11 @@ Fixture load(const std::string& version, bool had_audit) {
     f.events.push_back(std::move(e));
   }
   f.consumers = json_lines(dir / "consumers.json");
+  f.dead_letters = json_lines(dir / "dead-letters.jsonl");
+  for (const auto& j : json_lines(dir / "kec-dead.json")) {
+    f.acked_above[j.at("consumer").get<std::string>()] =
+        j.at("acked").get<std::set<std::uint64_t>>();
+  }
   for (auto& j : json_lines(dir / "kel-pasar-baru.jsonl")) {
     f.kelurahan.push_back(j.at("sequence").get<std::uint64_t>());
   }
@@ -99,7 +107,8 @@ Fixture load(const std::string& version, bool had_audit) {
     f.audit_head = json_lines(dir / "audit-head.json").at(0);
   }
   REQUIRE(f.events.size() == 300);
-  REQUIRE(f.consumers.size() == 5);
+  REQUIRE(f.consumers.size() == 6);
+  REQUIRE(f.dead_letters.size() == 1);
   return f;
 }
 
@@ -361,8 +370,13 @@ void check_consumers_resume(const Fixture& f) {
     CHECK(c.ack_floor == floor);
     CHECK(c.lag == old.at("lag").get<std::uint64_t>());
 
-    // Acknowledged in order, so the rest is every matching event after the floor.
-    const auto rest = expected(f, kinds, regions, floor);
+    // What is left: every matching event after the floor but those acknowledged above it.
+    auto rest = expected(f, kinds, regions, floor);
+    if (f.acked_above.count(name) == 1) {
+      const auto& acked = f.acked_above.at(name);
+      CHECK(!acked.empty());
+      std::erase_if(rest, [&](std::uint64_t s) { return acked.count(s) == 1; });
+    }
     CHECK(rest.size() == old.at("lag").get<std::uint64_t>());
     std::vector<events::Payload> k;
     for (const auto& n : kinds) k.push_back(static_cast<events::Payload>(kind_value(n)));
@@ -375,6 +389,46 @@ void check_consumers_resume(const Fixture& f) {
     auto l = u.admin().list_consumers();
     return l.has_value() && std::all_of(l->begin(), l->end(),
                                         [](const auto& c) { return c.lag == 0 && c.pending == 0; });
+  }));
+}
+
+void check_dead_letters(const Fixture& f) {
+  Upgraded u(f);
+  const auto& old = f.dead_letters.at(0);
+  const auto name = old.at("consumer").get<std::string>();
+  auto listed = u.admin().dlq_list(name, 0, 100);
+  REQUIRE(listed.has_value());
+  REQUIRE(listed->size() == 1);
+  const auto& d = listed->at(0);
+  CHECK(d.sequence == old.at("sequence").get<std::uint64_t>());
+  CHECK(d.attempts == old.at("attempts").get<std::uint32_t>());
+  CHECK(d.reason == old.at("reason").get<std::string>());
+  CHECK(d.dead_at == old.at("dead_at").get<std::int64_t>());
+  const auto* rec = flatbuffers::GetRoot<log::LogRecord>(d.record.data());
+  REQUIRE(rec->event() != nullptr);
+  const auto* ev = flatbuffers::GetRoot<events::Event>(rec->event()->data());
+  CHECK(EventId::from_span(std::span<const std::uint8_t, 16>(ev->id()->bytes()->data(), 16))
+            .to_string() == old.at("event_id").get<std::string>());
+
+  // Redriven, it comes again with the consumer's rest (its acknowledgements above the
+  // floor still skipped), and the dead letter is gone once acknowledged.
+  auto redriven = u.admin().dlq_redrive(name, {});  // every dead letter of the consumer
+  REQUIRE(redriven.has_value());
+  CHECK(*redriven == 1);
+  std::uint64_t floor = 0;
+  for (const auto& c : f.consumers) {
+    if (c.at("name") == name) floor = c.at("ack_floor").get<std::uint64_t>();
+  }
+  auto want = expected(f, {}, {"127101"}, floor);
+  std::erase_if(want, [&](std::uint64_t s) { return f.acked_above.at(name).count(s) == 1; });
+  want.push_back(d.sequence);
+  std::sort(want.begin(), want.end());
+  auto got = consume(u.endpoint(), u.scratch("inbox-dead"), name, {}, {"127101"}, want.size());
+  std::sort(got.begin(), got.end());
+  CHECK(text(got) == text(want));
+  CHECK(test::wait_until([&] {
+    auto l = u.admin().dlq_list(name, 0, 100);
+    return l.has_value() && l->empty();
   }));
 }
 
@@ -491,6 +545,12 @@ TEST_CASE("Upgrade 520f774: consumers resume at their acknowledged positions") {
 }
 TEST_CASE("Upgrade 767860f (no audit chain): consumers resume at their acknowledged positions") {
   check_consumers_resume(pre_audit_767860f());
+}
+TEST_CASE("Upgrade 520f774: a dead letter of the old log is listed and redriven") {
+  check_dead_letters(release_520f774());
+}
+TEST_CASE("Upgrade 767860f (no audit chain): a dead letter of the old log is listed, redriven") {
+  check_dead_letters(pre_audit_767860f());
 }
 TEST_CASE("Upgrade 520f774: old ids are duplicates and new events continue the sequence") {
   check_publish_after_upgrade(release_520f774());
