@@ -184,6 +184,7 @@ class Upgraded {
   std::string scratch(const std::string& name) const { return dir_.str(name); }
   const std::string& endpoint() const { return broker_->endpoint(); }
   client::AdminClient& admin() { return *admin_; }
+  void reconnect(std::unique_ptr<client::AdminClient> admin) { admin_ = std::move(admin); }
   test::BrokerProcess& broker() { return *broker_; }
 
   // The log records a ReadRange returns, paging `page` at a time.
@@ -201,9 +202,10 @@ class Upgraded {
   }
 
   std::vector<std::uint64_t> range_sequences(const client::FilterView& filter,
-                                             std::uint64_t from = 1, std::uint64_t to = 0) {
+                                             std::uint64_t from = 1, std::uint64_t to = 0,
+                                             std::uint32_t page = 64) {
     std::vector<std::uint64_t> out;
-    for (const auto& r : read_range(filter, from, to, 64)) {
+    for (const auto& r : read_range(filter, from, to, page)) {
       out.push_back(flatbuffers::GetRoot<log::LogRecord>(r.data())->sequence());
     }
     return out;
@@ -237,6 +239,36 @@ std::string publish_raw(const std::string& endpoint, std::span<const std::uint8_
   flatbuffers::Verifier v(reinterpret_cast<const std::uint8_t*>(body.data()), body.size());
   REQUIRE(v.VerifyBuffer<protocol::Response>(nullptr));
   return body;
+}
+
+// Publishes `events` pipelined on one socket, so that the broker takes many of them in
+// one group commit; the sequences, in the order of `events`.
+std::vector<std::uint64_t> publish_many(const std::string& endpoint,
+                                        const std::vector<std::vector<std::uint8_t>>& events) {
+  zmq::context_t ctx(1);
+  zmq::socket_t s(ctx, zmq::socket_type::dealer);
+  s.set(zmq::sockopt::linger, 0);
+  s.set(zmq::sockopt::rcvtimeo, 20000);
+  s.connect(endpoint);
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    flatbuffers::FlatBufferBuilder fbb;
+    auto vec = fbb.CreateVector(events[i].data(), events[i].size());
+    fbb.Finish(protocol::CreateRequest(fbb, 1, 1 + i, protocol::Command::Publish,
+                                       protocol::CreatePublish(fbb, vec).Union()));
+    s.send(zmq::buffer(fbb.GetBufferPointer(), fbb.GetSize()));
+  }
+  std::vector<std::uint64_t> out(events.size(), 0);
+  for (std::size_t n = 0; n < events.size(); ++n) {
+    zmq::message_t reply;
+    REQUIRE(s.recv(reply).has_value());
+    const std::string body = reply.to_string();
+    const auto* r = flatbuffers::GetRoot<protocol::Response>(body.data());
+    REQUIRE(r->reply_type() == protocol::Reply::PublishAck);
+    REQUIRE(r->corr() >= 1);
+    REQUIRE(r->corr() <= events.size());
+    out[r->corr() - 1] = r->reply_as_PublishAck()->sequence();
+  }
+  return out;
 }
 
 // Attaches to a durable consumer and takes deliveries until `want` arrived (and then
@@ -481,6 +513,62 @@ void check_publish_after_upgrade(const Fixture& f) {
   }
 }
 
+// Index entries written by the old release and by this build, side by side: a scan of
+// one prefix must cross from one to the other, start in either, and page anywhere.
+void check_mixed_region_index(const Fixture& f) {
+  Upgraded u(f);
+  const std::vector<std::string> villages{"1271011001", "1271011002", "1271011001", "1271011012",
+                                          "1271051003"};
+  const auto when = SystemClock().now_ms() - 3 * 3600 * 1000;
+  std::vector<std::vector<std::uint8_t>> fresh;
+  for (std::size_t i = 0; i < 60; ++i) {
+    fresh.push_back(i % 2 == 0 ? test::make_birth(villages[i % villages.size()], when)
+                               : test::make_death(villages[i % villages.size()], when));
+  }
+  const auto seqs = publish_many(u.endpoint(), fresh);
+  for (std::size_t i = 0; i < seqs.size(); ++i) CHECK(seqs[i] == f.events.size() + 1 + i);
+
+  auto check_all = [&] {
+    for (const std::vector<std::string>& prefixes : std::vector<std::vector<std::string>>{
+             {"1271011001"}, {"127101"}, {"1271"}, {"12"}, {"1271011012", "127105"}}) {
+      for (const std::string& kind : {std::string(), std::string("death")}) {
+        INFO("prefixes ", json(prefixes).dump(), " kind '", kind, "'");
+        std::vector<std::string> kinds;
+        if (!kind.empty()) kinds.push_back(kind);
+        auto want = expected(f, kinds, prefixes);
+        for (std::size_t i = 0; i < fresh.size(); ++i) {
+          const bool kind_ok = kind.empty() || i % 2 == 1;
+          const auto& v = villages[i % villages.size()];
+          const bool region_ok = std::any_of(prefixes.begin(), prefixes.end(), [&](const auto& p) {
+            return v.compare(0, p.size(), p) == 0;
+          });
+          if (kind_ok && region_ok) want.push_back(seqs[i]);
+        }
+        client::FilterView filter{{}, prefixes};
+        if (!kind.empty()) filter.kinds.push_back(kind_value(kind));
+        CHECK(text(u.range_sequences(filter)) == text(want));
+        // Windows: from the old part into the new, inside the new, small pages.
+        for (const auto& [from, to] : std::vector<std::pair<std::uint64_t, std::uint64_t>>{
+                 {250, 0}, {305, 0}, {303, 333}, {301, 360}}) {
+          std::vector<std::uint64_t> window;
+          std::copy_if(want.begin(), want.end(), std::back_inserter(window),
+                       [&](std::uint64_t q) { return q >= from && (to == 0 || q <= to); });
+          INFO("from ", from, " to ", to);
+          CHECK(text(u.range_sequences(filter, from, to, 3)) == text(window));
+        }
+      }
+    }
+  };
+  check_all();
+  // And again from disk, after a restart.
+  u.broker().stop(SIGTERM);
+  u.broker().restart();
+  auto a = client::AdminClient::connect(u.broker().endpoint());
+  REQUIRE(a.has_value());
+  u.reconnect(std::move(*a));
+  check_all();
+}
+
 void check_audit_chain(const Fixture& f) {
   Upgraded u(f);
   // Something after the upgrade for the chain to record.
@@ -557,6 +645,12 @@ TEST_CASE("Upgrade 520f774: old ids are duplicates and new events continue the s
 }
 TEST_CASE("Upgrade 767860f (no audit chain): old ids are duplicates, new events continue") {
   check_publish_after_upgrade(pre_audit_767860f());
+}
+TEST_CASE("Upgrade 520f774: range reads across old and new region index entries") {
+  check_mixed_region_index(release_520f774());
+}
+TEST_CASE("Upgrade 767860f (no audit chain): range reads across old and new index entries") {
+  check_mixed_region_index(pre_audit_767860f());
 }
 TEST_CASE("Upgrade 520f774: the old audit chain is kept and extended, and verifies") {
   check_audit_chain(release_520f774());
