@@ -1,9 +1,9 @@
 // Upgrades (issue 7, item 6): the data directory of a released broker, opened by this
 // broker. Each fixture under fixtures/<commit>/ (README.md: how it was made) holds the
-// packed directory and what that version's own CLI said about it: every event with its
-// sequence, one kelurahan's replay, every consumer's position. Each case unpacks a
-// fresh copy and starts this build's kolabus-broker on it, as an operator upgrading
-// in place would.
+// packed directory and what that version's own tools said about it: every event with
+// its sequence, one kelurahan's replay, every consumer's position, the dead letters, the
+// audit head. Each case unpacks a fresh copy and starts this build's kolabus-broker on
+// it, as an operator upgrading in place would.
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
@@ -19,7 +19,6 @@
 #include <nlohmann/json.hpp>
 #include <rocksdb/db.h>
 #include <zmq.hpp>
-#include <zmq_addon.hpp>
 
 #include "audit_chain.h"
 #include "broker_process.h"
