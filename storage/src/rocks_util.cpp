@@ -7,6 +7,7 @@
 #include <rocksdb/cache.h>
 #include <rocksdb/convenience.h>
 #include <rocksdb/filter_policy.h>
+#include <rocksdb/listener.h>
 #include <rocksdb/table.h>
 
 namespace kolabus::storage::detail {
@@ -94,7 +95,29 @@ Result<bool> all_empty(rocksdb::DB* db, const std::vector<rocksdb::ColumnFamilyH
   return true;
 }
 
+// Turns off RocksDB's automatic recovery from a full disk (its SstFileManager polls
+// the free space every 5 s and then resumes on its own, while a manual DB::Resume()
+// returns Busy): the owner resumes by RocksDb::resume(), when and as often as it
+// chooses, and sees each attempt. listener.h: "The callback can suppress the automatic
+// recovery by setting *auto_recovery to false. The database will then have to be
+// transitioned out of read-only mode by calling DB::Resume()".
+class ManualRecovery final : public rocksdb::EventListener {
+ public:
+  const char* Name() const override { return "kolabus.ManualRecovery"; }
+  void OnErrorRecoveryBegin(rocksdb::BackgroundErrorReason /*reason*/, rocksdb::Status bg_error,
+                            bool* auto_recovery) override {
+    bg_error.PermitUncheckedError();
+    *auto_recovery = false;
+  }
+};
+
 }  // namespace
+
+Status RocksDb::resume() {
+  const auto s = db_->Resume();
+  if (s.ok()) return {};
+  return unexpected(to_error(s, "resume writes to " + dir_));
+}
 
 rocksdb::ColumnFamilyOptions column_family_options(const std::shared_ptr<rocksdb::Cache>& cache,
                                                    Bloom bloom, std::size_t write_buffer_bytes) {
@@ -193,9 +216,12 @@ Result<std::unique_ptr<RocksDb>> open_rocks(const OpenSpec& spec) {
   auto opts = spec.db_options;
   opts.create_if_missing = !read_only;
   opts.create_missing_column_families = !read_only;
+  if (spec.env != nullptr) opts.env = spec.env.get();
+  if (!read_only) opts.listeners.push_back(std::make_shared<ManualRecovery>());
 
   auto out = std::make_unique<RocksDb>();
   out->dir_ = spec.dir;
+  out->env_ = spec.env;
   rocksdb::Status s;
   if (read_only) {
     s = rocksdb::DB::OpenForReadOnly(opts, spec.dir, descs, &out->handles_, &out->db_);
