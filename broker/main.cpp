@@ -174,6 +174,7 @@ int main(int argc, char** argv) {
   broker::Audit audit(store->log->audit(), clock, *nik_key);
   broker::Server server(core, consumers, config.server);
   server.set_audit(&audit);
+  server.set_storage_recovery(store->resume_writes);
   server.set_agencies(agencies);
   server.set_reload_handler([&]() -> Result<std::shared_ptr<const broker::Agencies>> {
     if (config.dev) {

@@ -255,6 +255,51 @@ struct Server::Impl {
   std::function<void(std::shared_ptr<const Agencies>)> install_registry;  // Server's
   std::uint64_t audit_failures = 0;
   Clock::time_point last_audit_error{};
+
+  // After a failed write the store refuses every write until resumed (see
+  // set_storage_recovery). Down from the first failure until a resume succeeds.
+  std::function<Status()> resume_storage;
+  bool storage_down = false;
+  Clock::time_point down_since{};
+  Clock::time_point next_resume{};
+  std::chrono::milliseconds resume_backoff{0};
+  int resume_attempts = 0;
+  static constexpr std::chrono::milliseconds kFirstResume{100};
+  static constexpr std::chrono::milliseconds kMaxResumeBackoff{5000};
+
+  void storage_failed(std::string_view what, const std::string& why) {
+    if (storage_down || !resume_storage) return;
+    storage_down = true;
+    down_since = Clock::now();
+    resume_backoff = kFirstResume;
+    next_resume = down_since + resume_backoff;
+    resume_attempts = 0;
+    spdlog::error(
+        "storage refuses writes after a failed {}: {}; publishes are answered "
+        "StorageUnavailable and deliveries wait until writes are accepted again",
+        what, why);
+  }
+
+  // Called every loop turn: one resume attempt when one is due.
+  void maybe_resume() {
+    if (!storage_down) return;
+    const auto now = Clock::now();
+    if (now < next_resume) return;
+    ++resume_attempts;
+    const Status st = resume_storage();
+    const double down_s = std::chrono::duration<double>(Clock::now() - down_since).count();
+    if (st) {
+      storage_down = false;
+      spdlog::warn("storage accepts writes again (resumed at attempt {}, after {:.1f} s)",
+                   resume_attempts, down_s);
+      return;
+    }
+    resume_backoff = std::min(resume_backoff * 2, kMaxResumeBackoff);
+    next_resume = Clock::now() + resume_backoff;
+    spdlog::warn(
+        "storage still refuses writes (resume attempt {}, down {:.1f} s, next in {} ms): {}",
+        resume_attempts, down_s, resume_backoff.count(), st.error().to_string());
+  }
   // Connections the ZAP handler refused, waiting for the loop to record them.
   std::mutex refused_mu;
   std::vector<AuditFact> refused_connections;  // guarded by refused_mu
@@ -298,6 +343,7 @@ struct Server::Impl {
     Status st = audit->write(facts);
     if (st) return true;
     ++audit_failures;
+    storage_failed("audit write", st.error().to_string());
     const auto now = Clock::now();
     if (now - last_audit_error > std::chrono::seconds(10)) {
       spdlog::error("cannot write the audit chain, no data is sent until it can: {}",
@@ -918,6 +964,7 @@ struct Server::Impl {
       undelivered += unroutable_replies - before;
     }
     if (Status st = consumers.flush(); !st) {
+      storage_failed("write of consumer positions", st.error().to_string());
       const auto now = Clock::now();
       if (now - last_flush_error > std::chrono::seconds(10)) {
         spdlog::error("cannot persist consumer positions: {}", st.error().to_string());
@@ -939,8 +986,11 @@ struct Server::Impl {
       } else {
         const auto& n = std::get<Nack>(o.result);
         if (n.code == ErrorCode::StorageUnavailable) {
-          spdlog::error("storage unavailable, event {} NACKed retryable: {}",
-                        o.id ? o.id->to_string() : "?", n.message);
+          if (!storage_down) {
+            spdlog::error("storage unavailable, event {} NACKed retryable: {}",
+                          o.id ? o.id->to_string() : "?", n.message);
+          }
+          storage_failed("append", n.message);
         } else {
           refusals.log(batch[i].source, o.id, n);
         }
@@ -966,6 +1016,10 @@ Server::~Server() = default;
 void Server::set_audit(Audit* audit) {
   impl_->audit = audit;
   impl_->core.set_audit(audit);
+}
+
+void Server::set_storage_recovery(std::function<Status()> resume) {
+  impl_->resume_storage = std::move(resume);
 }
 
 void Server::set_agencies(std::shared_ptr<const Agencies> agencies) {
@@ -1035,6 +1089,12 @@ void Server::run() {
         const TimeMs wait = std::max<TimeMs>(1, *next - im.wall.now_ms() + 1);
         timeout = std::min(timeout, std::chrono::milliseconds(wait));
       }
+      if (im.storage_down) {
+        const auto wait =
+            std::chrono::duration_cast<std::chrono::milliseconds>(im.next_resume - Clock::now());
+        timeout =
+            std::clamp(wait + std::chrono::milliseconds(1), std::chrono::milliseconds(1), timeout);
+      }
       zmq::poll(items, 1, timeout);
     } catch (const zmq::error_t& e) {
       if (e.num() == EINTR) continue;
@@ -1050,8 +1110,11 @@ void Server::run() {
       }
       if (!batch.empty()) im.commit(batch);
     }
+    im.maybe_resume();
     im.record_refused_connections();
-    im.deliver();
+    // While the store refuses writes, no delivery round: a delivery needs its audit
+    // record, and an attempt that cannot be sent must not count towards max_deliver.
+    if (!im.storage_down) im.deliver();
     if (reload_.exchange(false)) (void)im.reload_registry();  // errors are logged
     const auto now = Clock::now();
     if (now - last_stats > std::chrono::milliseconds(im.options.stats_interval_ms)) {

@@ -67,6 +67,15 @@ class Server {
   // again later (a reload): new connections and commands see the new registry.
   void set_agencies(std::shared_ptr<const Agencies> agencies);
 
+  // How the loop makes the store accept writes again after a failed write (a full
+  // disk): storage::BrokerStore::resume_writes. Once any write has failed (a publish
+  // answered StorageUnavailable, an audit record or consumer positions not written),
+  // the loop calls it with a backoff (0.1 s doubling to 5 s), logging each attempt and
+  // the recovery; meanwhile publishes are answered StorageUnavailable and no deliveries
+  // are sent (they need their audit record). Unset: the loop never resumes (a store
+  // that recovers by itself, such as the memory log). REQUIRES: called before run().
+  void set_storage_recovery(std::function<Status()> resume);
+
   // Serves until request_stop(). REQUIRES: bind() succeeded.
   void run();
   void request_stop() { stop_.store(true); }
