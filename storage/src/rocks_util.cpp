@@ -1,6 +1,8 @@
 #include "rocks_util.h"
 
 #include <algorithm>
+#include <cstdarg>
+#include <cstdio>
 #include <filesystem>
 #include <set>
 
@@ -9,6 +11,7 @@
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/listener.h>
 #include <rocksdb/table.h>
+#include <unistd.h>
 
 namespace kolabus::storage::detail {
 
@@ -111,7 +114,34 @@ class ManualRecovery final : public rocksdb::EventListener {
   }
 };
 
+// RocksDB's own log (its LOG file) goes to standard error instead, warnings and
+// worse only. The LOG file lives on the database's disk: when that disk is full, its
+// writer fails like any other, and the next line logged (the one reporting the full
+// disk) trips an assertion in Debian's build (asserts on) and aborts the broker
+// (found on a full tmpfs: writable_file_writer.h:312, `sync_without_flush_called_`).
+class StderrLogger final : public rocksdb::Logger {
+ public:
+  StderrLogger() : rocksdb::Logger(rocksdb::InfoLogLevel::WARN_LEVEL) {}
+  using rocksdb::Logger::Logv;
+  void Logv(const char* format, va_list ap) override {
+    Logv(rocksdb::InfoLogLevel::INFO_LEVEL, format, ap);
+  }
+  void LogHeader(const char* /*format*/, va_list /*ap*/) override {}
+  void Logv(const rocksdb::InfoLogLevel level, const char* format, va_list ap) override {
+    if (level < GetInfoLogLevel()) return;
+    char line[1024];
+    const int prefix = std::snprintf(line, sizeof line, "rocksdb: ");
+    const int n = std::vsnprintf(line + prefix, sizeof line - prefix - 1, format, ap);
+    if (n < 0) return;
+    std::size_t len = std::min<std::size_t>(prefix + n, sizeof line - 2);
+    line[len++] = '\n';
+    (void)!::write(2, line, len);  // one write: lines from threads do not interleave
+  }
+};
+
 }  // namespace
+
+std::shared_ptr<rocksdb::Logger> stderr_logger() { return std::make_shared<StderrLogger>(); }
 
 Status RocksDb::resume() {
   const auto s = db_->Resume();

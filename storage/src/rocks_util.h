@@ -49,6 +49,10 @@ rocksdb::ColumnFamilyOptions column_family_options(const std::shared_ptr<rocksdb
                                                    Bloom bloom, std::size_t write_buffer_bytes);
 rocksdb::DBOptions db_options();
 
+// A RocksDB info log that writes warnings and errors to standard error, never a file
+// on the database's own disk (see the broker's options in rocksdb_broker_store.cpp).
+std::shared_ptr<rocksdb::Logger> stderr_logger();
+
 // Whether a read-only open accepts a database that lacks the column family. A column
 // family added to a store after databases of it exist is kOptional: a read-write open
 // creates it, a read-only one (which cannot) gets a null handle for it.

@@ -48,7 +48,7 @@ BrokerStore open(const std::string& dir, std::shared_ptr<rocksdb::Env> env = nul
   RocksOptions o;
   o.env = std::move(env);
   auto r = open_rocksdb_broker_store(dir, o);
-  REQUIRE_MESSAGE(r.has_value(), r.error().to_string());
+  if (!r) FAIL(r.error().to_string());
   return std::move(*r);
 }
 
@@ -97,7 +97,7 @@ TEST_CASE("BrokerStore: a full disk refuses writes until resumed with space, and
     // Space again: one resume, and writes are accepted with no restart.
     disk.fs->make_room();
     const auto resumed = store.resume_writes();
-    REQUIRE_MESSAGE(resumed.has_value(), resumed.error().to_string());
+    if (!resumed) FAIL(resumed.error().to_string());
     REQUIRE(append(*store.log, events(5, 'b')).has_value());
     REQUIRE(store.consumers->apply(position(12)).has_value());
     CHECK(store.log->next_sequence() == Sequence{16});
@@ -136,7 +136,7 @@ TEST_CASE("BrokerStore: writes that fill the disk bit by bit fail cleanly, and r
     CHECK_FALSE(store.resume_writes().has_value());
     disk.fs->make_room();
     const auto resumed = store.resume_writes();
-    REQUIRE_MESSAGE(resumed.has_value(), resumed.error().to_string());
+    if (!resumed) FAIL(resumed.error().to_string());
     REQUIRE(append(*store.log, events(3, 'b')).has_value());
   }
   CHECK(contents(dir.str()) == std::string(stored, 'a') + "bbb");
