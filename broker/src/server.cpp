@@ -5,12 +5,15 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
+#include <string>
 #include <thread>
 #include <vector>
 
 #include <flatbuffers/flatbuffers.h>
 #include <spdlog/spdlog.h>
+#include <sys/statvfs.h>
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
@@ -973,7 +976,42 @@ struct Server::Impl {
     }
   }
 
+  // Why publishes are refused now, or nullopt: less than the reserve is free on the
+  // log's file system (ServerOptions::disk_reserve_bytes). One statvfs per drain.
+  bool below_reserve_logged = false;
+  std::optional<std::string> below_reserve() {
+    if (options.disk_reserve_bytes == 0 || options.data_dir.empty()) return std::nullopt;
+    struct statvfs fs {};
+    if (::statvfs(options.data_dir.c_str(), &fs) != 0) return std::nullopt;
+    const std::uint64_t free = static_cast<std::uint64_t>(fs.f_bavail) * fs.f_frsize;
+    const auto mib = [](std::uint64_t b) { return static_cast<double>(b) / (1 << 20); };
+    if (free >= options.disk_reserve_bytes) {
+      if (below_reserve_logged) {
+        spdlog::warn("the disk holding the log has {:.1f} MiB free again: publishes accepted",
+                     mib(free));
+        below_reserve_logged = false;
+      }
+      return std::nullopt;
+    }
+    std::string why = fmt::format(
+        "the disk holding the log has {:.1f} MiB free, under the {:.1f} MiB kept for consumers "
+        "and the audit chain",
+        mib(free), mib(options.disk_reserve_bytes));
+    if (!below_reserve_logged) {
+      spdlog::error("{}: publishes are answered StorageUnavailable until space is freed", why);
+      below_reserve_logged = true;
+    }
+    return why;
+  }
+
   void commit(std::vector<Incoming>& batch) {
+    if (auto why = below_reserve()) {
+      const Nack n{ErrorCode::StorageUnavailable, "",
+                   "storage unavailable (" + *why + "); nothing was stored, send again later",
+                   true};
+      for (auto& in : batch) send(in.envelope, nack_response(in.corr, std::nullopt, n));
+      return;
+    }
     std::vector<PublishRequest> requests;
     requests.reserve(batch.size());
     for (const auto& in : batch) requests.push_back({in.event, in.source});
@@ -1066,8 +1104,16 @@ Result<std::string> Server::bind() {
     // larger ones make ZeroMQ drop the connection before they fill memory.
     const auto hard = static_cast<std::int64_t>(impl_->options.max_message_bytes) * 4 + 65536;
     s.set(zmq::sockopt::maxmsgsize, hard);
-    s.set(zmq::sockopt::rcvhwm, 100000);
-    s.set(zmq::sockopt::sndhwm, 100000);
+    // High-water marks, per connection, in messages. Receiving: a client that sends
+    // faster than the disk stores is held back by TCP once 1000 of its messages wait
+    // here (ZeroMQ stops reading its connection), instead of filling the broker's
+    // memory; a drain takes at most max_batch_messages anyway. Sending: replies and
+    // deliveries to a client that does not read wait here up to 20000 (above the
+    // largest consumer window, 10000); beyond that try_send gets EAGAIN (with
+    // ROUTER_MANDATORY) and drops them: replies are resent by the client, deliveries
+    // go again after ack_wait.
+    s.set(zmq::sockopt::rcvhwm, 1000);
+    s.set(zmq::sockopt::sndhwm, 20000);
     s.bind(impl_->options.endpoint);
     return s.get(zmq::sockopt::last_endpoint);
   } catch (const zmq::error_t& e) {

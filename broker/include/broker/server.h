@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -44,6 +45,14 @@ struct ServerOptions {
   std::string curve_secret_key;
   // How often counters are logged when they changed.
   int stats_interval_ms = 10000;
+  // Where the log lives, and how much of its file system is kept free: while less
+  // than disk_reserve_bytes is free, publishes are answered StorageUnavailable
+  // (retryable) before anything is written, so that what must still be written — the
+  // consumers' positions, the audit records of deliveries and reads — finds room, and
+  // consumers go on reading. (A write that fails for want of space makes RocksDB
+  // refuse every write until it is resumed.) 0 or an empty data_dir: no check.
+  std::string data_dir;
+  std::uint64_t disk_reserve_bytes = 64 << 20;
 };
 
 class Server {
