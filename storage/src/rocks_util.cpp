@@ -247,6 +247,9 @@ Result<std::unique_ptr<RocksDb>> open_rocks(const OpenSpec& spec) {
   opts.create_if_missing = !read_only;
   opts.create_missing_column_families = !read_only;
   if (spec.env != nullptr) opts.env = spec.env.get();
+  // No LOG file beside the data: on a full disk its failed writes abort the process
+  // (StderrLogger). Warnings go to the process's own log instead.
+  if (opts.info_log == nullptr) opts.info_log = stderr_logger();
   if (!read_only) opts.listeners.push_back(std::make_shared<ManualRecovery>());
 
   auto out = std::make_unique<RocksDb>();

@@ -50,7 +50,7 @@ rocksdb::ColumnFamilyOptions column_family_options(const std::shared_ptr<rocksdb
 rocksdb::DBOptions db_options();
 
 // A RocksDB info log that writes warnings and errors to standard error, never a file
-// on the database's own disk (see the broker's options in rocksdb_broker_store.cpp).
+// on the database's own disk. open_rocks gives it to every store it opens.
 std::shared_ptr<rocksdb::Logger> stderr_logger();
 
 // Whether a read-only open accepts a database that lacks the column family. A column

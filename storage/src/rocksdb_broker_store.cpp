@@ -54,9 +54,6 @@ detail::OpenSpec broker_spec(const std::string& dir, const RocksOptions& options
   spec.store = "event_log";  // the kind this database has always declared
   spec.format_version = kFormatVersion;
   spec.db_options = detail::db_options();
-  // No LOG file in the data directory: on a full disk its failed writes abort the
-  // process (rocks_util.cpp, StderrLogger). Warnings go to the broker's log instead.
-  if (mode == detail::OpenMode::kReadWrite) spec.db_options.info_log = detail::stderr_logger();
   spec.mode = mode;
   spec.env = options.env;
   // In detail::BrokerCf order.
