@@ -243,6 +243,10 @@ Result<std::unique_ptr<RocksDb>> open_rocks(const OpenSpec& spec) {
     }
   }
 
+  // RocksDB creates a missing directory itself, but logs an error first ("Error when
+  // reading ... dir NotFound"), which now reaches standard error.
+  if (!read_only) std::filesystem::create_directories(spec.dir, ec);
+
   auto opts = spec.db_options;
   opts.create_if_missing = !read_only;
   opts.create_missing_column_families = !read_only;
