@@ -84,7 +84,10 @@ class NoSpaceFs final : public rocksdb::FileSystemWrapper {
     while (true) {
       if (budget == kUnlimited) return true;
       if (budget < static_cast<std::int64_t>(n)) {
-        budget_.store(0);  // the disk is full now: even a smaller write fails
+        // The disk is full now: even a smaller write fails. Not a plain store: a
+        // make_room() since the load must not be undone by a write that lost the race
+        // (RocksDB writes from its background threads too).
+        budget_.compare_exchange_strong(budget, 0);
         failures_.fetch_add(1);
         return false;
       }
