@@ -2,6 +2,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
@@ -49,6 +50,7 @@ int main(int argc, char** argv) {
   std::string config_path, endpoint, data_dir, endpoint_file, log_level, regions_file, key_file,
       agencies_file;
   bool dev = false;
+  std::optional<std::uint64_t> disk_reserve;
   app.add_option("-c,--config", config_path, "broker.toml (every key optional)")
       ->check(CLI::ExistingFile);
   app.add_option("--endpoint", endpoint,
@@ -62,6 +64,9 @@ int main(int argc, char** argv) {
   app.add_option("--key", key_file, "the broker's CURVE key pair (kolabus keygen broker)");
   app.add_option("--agencies", agencies_file,
                  "the agency registry: keys and grants (reloaded on SIGHUP)");
+  app.add_option("--disk-reserve-bytes", disk_reserve,
+                 "publishes are refused while less is free on the log's disk (default 64 MiB; "
+                 "0: no reserve)");
   app.add_flag("--dev", dev,
                "development mode: no CURVE, every client may do everything; loopback only");
   app.set_version_flag("--version", KOLABUS_VERSION);
@@ -82,6 +87,7 @@ int main(int argc, char** argv) {
   }
   if (!endpoint.empty()) config.server.endpoint = endpoint;
   if (!data_dir.empty()) config.data_dir = data_dir;
+  if (disk_reserve) config.server.disk_reserve_bytes = *disk_reserve;
   if (!log_level.empty()) config.log_level = log_level;
   if (dev) config.dev = true;
   if (!key_file.empty()) config.key_file = key_file;
@@ -172,8 +178,10 @@ int main(int argc, char** argv) {
     return kStorage;
   }
   broker::Audit audit(store->log->audit(), clock, *nik_key);
+  config.server.data_dir = config.data_dir;
   broker::Server server(core, consumers, config.server);
   server.set_audit(&audit);
+  server.set_storage_recovery(store->resume_writes);
   server.set_agencies(agencies);
   server.set_reload_handler([&]() -> Result<std::shared_ptr<const broker::Agencies>> {
     if (config.dev) {

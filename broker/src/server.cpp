@@ -5,12 +5,15 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
+#include <string>
 #include <thread>
 #include <vector>
 
 #include <flatbuffers/flatbuffers.h>
 #include <spdlog/spdlog.h>
+#include <sys/statvfs.h>
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
@@ -255,6 +258,51 @@ struct Server::Impl {
   std::function<void(std::shared_ptr<const Agencies>)> install_registry;  // Server's
   std::uint64_t audit_failures = 0;
   Clock::time_point last_audit_error{};
+
+  // After a failed write the store refuses every write until resumed (see
+  // set_storage_recovery). Down from the first failure until a resume succeeds.
+  std::function<Status()> resume_storage;
+  bool storage_down = false;
+  Clock::time_point down_since{};
+  Clock::time_point next_resume{};
+  std::chrono::milliseconds resume_backoff{0};
+  int resume_attempts = 0;
+  static constexpr std::chrono::milliseconds kFirstResume{100};
+  static constexpr std::chrono::milliseconds kMaxResumeBackoff{5000};
+
+  void storage_failed(std::string_view what, const std::string& why) {
+    if (storage_down || !resume_storage) return;
+    storage_down = true;
+    down_since = Clock::now();
+    resume_backoff = kFirstResume;
+    next_resume = down_since + resume_backoff;
+    resume_attempts = 0;
+    spdlog::error(
+        "storage refuses writes after a failed {}: {}; publishes are answered "
+        "StorageUnavailable and deliveries wait until writes are accepted again",
+        what, why);
+  }
+
+  // Called every loop turn: one resume attempt when one is due.
+  void maybe_resume() {
+    if (!storage_down) return;
+    const auto now = Clock::now();
+    if (now < next_resume) return;
+    ++resume_attempts;
+    const Status st = resume_storage();
+    const double down_s = std::chrono::duration<double>(Clock::now() - down_since).count();
+    if (st) {
+      storage_down = false;
+      spdlog::warn("storage accepts writes again (resumed at attempt {}, after {:.1f} s)",
+                   resume_attempts, down_s);
+      return;
+    }
+    resume_backoff = std::min(resume_backoff * 2, kMaxResumeBackoff);
+    next_resume = Clock::now() + resume_backoff;
+    spdlog::warn(
+        "storage still refuses writes (resume attempt {}, down {:.1f} s, next in {} ms): {}",
+        resume_attempts, down_s, resume_backoff.count(), st.error().to_string());
+  }
   // Connections the ZAP handler refused, waiting for the loop to record them.
   std::mutex refused_mu;
   std::vector<AuditFact> refused_connections;  // guarded by refused_mu
@@ -298,6 +346,7 @@ struct Server::Impl {
     Status st = audit->write(facts);
     if (st) return true;
     ++audit_failures;
+    storage_failed("audit write", st.error().to_string());
     const auto now = Clock::now();
     if (now - last_audit_error > std::chrono::seconds(10)) {
       spdlog::error("cannot write the audit chain, no data is sent until it can: {}",
@@ -934,6 +983,7 @@ struct Server::Impl {
       undelivered += unroutable_replies - before;
     }
     if (Status st = consumers.flush(); !st) {
+      storage_failed("write of consumer positions", st.error().to_string());
       const auto now = Clock::now();
       if (now - last_flush_error > std::chrono::seconds(10)) {
         spdlog::error("cannot persist consumer positions: {}", st.error().to_string());
@@ -942,7 +992,42 @@ struct Server::Impl {
     }
   }
 
+  // Why publishes are refused now, or nullopt: less than the reserve is free on the
+  // log's file system (ServerOptions::disk_reserve_bytes). One statvfs per drain.
+  bool below_reserve_logged = false;
+  std::optional<std::string> below_reserve() {
+    if (options.disk_reserve_bytes == 0 || options.data_dir.empty()) return std::nullopt;
+    struct statvfs fs {};
+    if (::statvfs(options.data_dir.c_str(), &fs) != 0) return std::nullopt;
+    const std::uint64_t free = static_cast<std::uint64_t>(fs.f_bavail) * fs.f_frsize;
+    const auto mib = [](std::uint64_t b) { return static_cast<double>(b) / (1 << 20); };
+    if (free >= options.disk_reserve_bytes) {
+      if (below_reserve_logged) {
+        spdlog::warn("the disk holding the log has {:.1f} MiB free again: publishes accepted",
+                     mib(free));
+        below_reserve_logged = false;
+      }
+      return std::nullopt;
+    }
+    std::string why = fmt::format(
+        "the disk holding the log has {:.1f} MiB free, under the {:.1f} MiB kept for consumers "
+        "and the audit chain",
+        mib(free), mib(options.disk_reserve_bytes));
+    if (!below_reserve_logged) {
+      spdlog::error("{}: publishes are answered StorageUnavailable until space is freed", why);
+      below_reserve_logged = true;
+    }
+    return why;
+  }
+
   void commit(std::vector<Incoming>& batch) {
+    if (auto why = below_reserve()) {
+      const Nack n{ErrorCode::StorageUnavailable, "",
+                   "storage unavailable (" + *why + "); nothing was stored, send again later",
+                   true};
+      for (auto& in : batch) send(in.envelope, nack_response(in.corr, std::nullopt, n));
+      return;
+    }
     std::vector<PublishRequest> requests;
     requests.reserve(batch.size());
     for (const auto& in : batch) requests.push_back({in.event, in.source});
@@ -955,8 +1040,11 @@ struct Server::Impl {
       } else {
         const auto& n = std::get<Nack>(o.result);
         if (n.code == ErrorCode::StorageUnavailable) {
-          spdlog::error("storage unavailable, event {} NACKed retryable: {}",
-                        o.id ? o.id->to_string() : "?", n.message);
+          if (!storage_down) {
+            spdlog::error("storage unavailable, event {} NACKed retryable: {}",
+                          o.id ? o.id->to_string() : "?", n.message);
+          }
+          storage_failed("append", n.message);
         } else {
           refusals.log(batch[i].source, o.id, n);
         }
@@ -982,6 +1070,10 @@ Server::~Server() = default;
 void Server::set_audit(Audit* audit) {
   impl_->audit = audit;
   impl_->core.set_audit(audit);
+}
+
+void Server::set_storage_recovery(std::function<Status()> resume) {
+  impl_->resume_storage = std::move(resume);
 }
 
 void Server::set_agencies(std::shared_ptr<const Agencies> agencies) {
@@ -1028,8 +1120,16 @@ Result<std::string> Server::bind() {
     // larger ones make ZeroMQ drop the connection before they fill memory.
     const auto hard = static_cast<std::int64_t>(impl_->options.max_message_bytes) * 4 + 65536;
     s.set(zmq::sockopt::maxmsgsize, hard);
-    s.set(zmq::sockopt::rcvhwm, 100000);
-    s.set(zmq::sockopt::sndhwm, 100000);
+    // High-water marks, per connection, in messages. Receiving: a client that sends
+    // faster than the disk stores is held back by TCP once 1000 of its messages wait
+    // here (ZeroMQ stops reading its connection), instead of filling the broker's
+    // memory; a drain takes at most max_batch_messages anyway. Sending: replies and
+    // deliveries to a client that does not read wait here up to 20000 (above the
+    // largest consumer window, 10000); beyond that try_send gets EAGAIN (with
+    // ROUTER_MANDATORY) and drops them: replies are resent by the client, deliveries
+    // go again after ack_wait.
+    s.set(zmq::sockopt::rcvhwm, 1000);
+    s.set(zmq::sockopt::sndhwm, 20000);
     s.bind(impl_->options.endpoint);
     return s.get(zmq::sockopt::last_endpoint);
   } catch (const zmq::error_t& e) {
@@ -1051,6 +1151,12 @@ void Server::run() {
         const TimeMs wait = std::max<TimeMs>(1, *next - im.wall.now_ms() + 1);
         timeout = std::min(timeout, std::chrono::milliseconds(wait));
       }
+      if (im.storage_down) {
+        const auto wait =
+            std::chrono::duration_cast<std::chrono::milliseconds>(im.next_resume - Clock::now());
+        timeout =
+            std::clamp(wait + std::chrono::milliseconds(1), std::chrono::milliseconds(1), timeout);
+      }
       zmq::poll(items, 1, timeout);
     } catch (const zmq::error_t& e) {
       if (e.num() == EINTR) continue;
@@ -1066,8 +1172,11 @@ void Server::run() {
       }
       if (!batch.empty()) im.commit(batch);
     }
+    im.maybe_resume();
     im.record_refused_connections();
-    im.deliver();
+    // While the store refuses writes, no delivery round: a delivery needs its audit
+    // record, and an attempt that cannot be sent must not count towards max_deliver.
+    if (!im.storage_down) im.deliver();
     if (reload_.exchange(false)) (void)im.reload_registry();  // errors are logged
     const auto now = Clock::now();
     if (now - last_stats > std::chrono::milliseconds(im.options.stats_interval_ms)) {

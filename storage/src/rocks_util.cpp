@@ -1,13 +1,17 @@
 #include "rocks_util.h"
 
 #include <algorithm>
+#include <cstdarg>
+#include <cstdio>
 #include <filesystem>
 #include <set>
 
 #include <rocksdb/cache.h>
 #include <rocksdb/convenience.h>
 #include <rocksdb/filter_policy.h>
+#include <rocksdb/listener.h>
 #include <rocksdb/table.h>
+#include <unistd.h>
 
 namespace kolabus::storage::detail {
 
@@ -94,7 +98,56 @@ Result<bool> all_empty(rocksdb::DB* db, const std::vector<rocksdb::ColumnFamilyH
   return true;
 }
 
+// Turns off RocksDB's automatic recovery from a full disk (its SstFileManager polls
+// the free space every 5 s and then resumes on its own, while a manual DB::Resume()
+// returns Busy): the owner resumes by RocksDb::resume(), when and as often as it
+// chooses, and sees each attempt. listener.h: "The callback can suppress the automatic
+// recovery by setting *auto_recovery to false. The database will then have to be
+// transitioned out of read-only mode by calling DB::Resume()".
+class ManualRecovery final : public rocksdb::EventListener {
+ public:
+  const char* Name() const override { return "kolabus.ManualRecovery"; }
+  void OnErrorRecoveryBegin(rocksdb::BackgroundErrorReason /*reason*/, rocksdb::Status bg_error,
+                            bool* auto_recovery) override {
+    bg_error.PermitUncheckedError();
+    *auto_recovery = false;
+  }
+};
+
+// RocksDB's own log (its LOG file) goes to standard error instead, warnings and
+// worse only. The LOG file lives on the database's disk: when that disk is full, its
+// writer fails like any other, and the next line logged (the one reporting the full
+// disk) trips an assertion in Debian's build (asserts on) and aborts the broker
+// (found on a full tmpfs: writable_file_writer.h:312, `sync_without_flush_called_`).
+class StderrLogger final : public rocksdb::Logger {
+ public:
+  StderrLogger() : rocksdb::Logger(rocksdb::InfoLogLevel::WARN_LEVEL) {}
+  using rocksdb::Logger::Logv;
+  void Logv(const char* format, va_list ap) override {
+    Logv(rocksdb::InfoLogLevel::INFO_LEVEL, format, ap);
+  }
+  void LogHeader(const char* /*format*/, va_list /*ap*/) override {}
+  void Logv(const rocksdb::InfoLogLevel level, const char* format, va_list ap) override {
+    if (level < GetInfoLogLevel()) return;
+    char line[1024];
+    const int prefix = std::snprintf(line, sizeof line, "rocksdb: ");
+    const int n = std::vsnprintf(line + prefix, sizeof line - prefix - 1, format, ap);
+    if (n < 0) return;
+    std::size_t len = std::min<std::size_t>(prefix + n, sizeof line - 2);
+    line[len++] = '\n';
+    (void)!::write(2, line, len);  // one write: lines from threads do not interleave
+  }
+};
+
 }  // namespace
+
+std::shared_ptr<rocksdb::Logger> stderr_logger() { return std::make_shared<StderrLogger>(); }
+
+Status RocksDb::resume() {
+  const auto s = db_->Resume();
+  if (s.ok()) return {};
+  return unexpected(to_error(s, "resume writes to " + dir_));
+}
 
 rocksdb::ColumnFamilyOptions column_family_options(const std::shared_ptr<rocksdb::Cache>& cache,
                                                    Bloom bloom, std::size_t write_buffer_bytes) {
@@ -190,12 +243,22 @@ Result<std::unique_ptr<RocksDb>> open_rocks(const OpenSpec& spec) {
     }
   }
 
+  // RocksDB creates a missing directory itself, but logs an error first ("Error when
+  // reading ... dir NotFound"), which now reaches standard error.
+  if (!read_only) std::filesystem::create_directories(spec.dir, ec);
+
   auto opts = spec.db_options;
   opts.create_if_missing = !read_only;
   opts.create_missing_column_families = !read_only;
+  if (spec.env != nullptr) opts.env = spec.env.get();
+  // No LOG file beside the data: on a full disk its failed writes abort the process
+  // (StderrLogger). Warnings go to the process's own log instead.
+  if (opts.info_log == nullptr) opts.info_log = stderr_logger();
+  if (!read_only) opts.listeners.push_back(std::make_shared<ManualRecovery>());
 
   auto out = std::make_unique<RocksDb>();
   out->dir_ = spec.dir;
+  out->env_ = spec.env;
   rocksdb::Status s;
   if (read_only) {
     s = rocksdb::DB::OpenForReadOnly(opts, spec.dir, descs, &out->handles_, &out->db_);

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include <rocksdb/db.h>
+#include <rocksdb/env.h>
 #include <rocksdb/options.h>
 #include <rocksdb/status.h>
 
@@ -48,6 +49,10 @@ rocksdb::ColumnFamilyOptions column_family_options(const std::shared_ptr<rocksdb
                                                    Bloom bloom, std::size_t write_buffer_bytes);
 rocksdb::DBOptions db_options();
 
+// A RocksDB info log that writes warnings and errors to standard error, never a file
+// on the database's own disk. open_rocks gives it to every store it opens.
+std::shared_ptr<rocksdb::Logger> stderr_logger();
+
 // Whether a read-only open accepts a database that lacks the column family. A column
 // family added to a store after databases of it exist is kOptional: a read-write open
 // creates it, a read-only one (which cannot) gets a null handle for it.
@@ -72,6 +77,10 @@ struct OpenSpec {
   rocksdb::DBOptions db_options;
   std::vector<CfSpec> cfs;  // cfs[0] must be "default" (it holds the meta keys)
   OpenMode mode = OpenMode::kReadWrite;
+  // Null: the default Env. Otherwise the database does all its file I/O through it
+  // (tests: a file system that fails writes on demand); kept alive as long as the
+  // database.
+  std::shared_ptr<rocksdb::Env> env;
 };
 
 // Owns an open database and its column family handles.
@@ -87,8 +96,19 @@ class RocksDb {
   rocksdb::ColumnFamilyHandle* cf(std::size_t i) const { return handles_[i]; }
   const std::string& dir() const { return dir_; }
 
+  // After a failed write (a full disk, a failed fsync) RocksDB refuses every write —
+  // its background error state — until it is resumed. RocksDB's own recovery is turned
+  // off for read-write opens (it polls free space every 5 s, unseen by the broker), so
+  // the owner calls this, with a backoff, until it succeeds: it flushes the memtables to
+  // new files and a new write-ahead log, and clears the error. OK at once when no write
+  // has failed.
+  // Errors: the write error again (kIoError) while its cause lasts; kBusy while a
+  // recovery runs already.
+  Status resume();
+
  private:
   friend Result<std::unique_ptr<RocksDb>> open_rocks(const OpenSpec& spec);
+  std::shared_ptr<rocksdb::Env> env_;  // destroyed after the database is closed
   rocksdb::DB* db_ = nullptr;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // spec order, then foreign ones
   std::string dir_;

@@ -86,6 +86,7 @@ detail::OpenSpec broker_spec(const std::string& dir, const RocksOptions& options
   spec.oldest_readable_version = kOldestReadableVersion;
   spec.db_options = detail::db_options();
   spec.mode = mode;
+  spec.env = options.env;
   // In detail::BrokerCf order.
   spec.cfs = {
       {rocksdb::kDefaultColumnFamilyName,
@@ -115,6 +116,14 @@ Result<BrokerStore> open_broker(const std::string& dir, const RocksOptions& opti
   auto log = detail::make_rocks_event_log(shared, options.sync, mode);
   if (!log) return unexpected(log.error());
   BrokerStore out;
+  if (mode == detail::OpenMode::kReadWrite) {
+    // Weak: the database still closes with the last of the log and the consumer store.
+    out.resume_writes = [weak = std::weak_ptr<detail::RocksDb>(shared)]() -> Status {
+      const auto held = weak.lock();
+      if (!held) return unexpected(Errc::kInvalidArgument, "the broker store is closed");
+      return held->resume();
+    };
+  }
   out.log = std::move(*log);
   out.consumers = detail::make_rocks_consumer_store(std::move(shared), mode);
   return out;

@@ -11,6 +11,7 @@ TEST_CASE("Config: every key is optional and defaults are sane") {
   CHECK(c->server.max_message_bytes == 1048576);
   CHECK(c->data_dir == "var/broker");
   CHECK(c->regions_file.empty());
+  CHECK(c->server.disk_reserve_bytes == 64 << 20);
 }
 
 TEST_CASE("Config: values are read") {
@@ -19,6 +20,7 @@ TEST_CASE("Config: values are read") {
 endpoint = "tcp://127.0.0.1:9999"
 max_message_bytes = 4096
 max_clock_skew_seconds = 60
+disk_reserve_bytes = 1048576
 [regions]
 file = "x.csv"
 [log]
@@ -29,6 +31,7 @@ level = "debug"
   CHECK(c->server.endpoint == "tcp://127.0.0.1:9999");
   CHECK(c->server.max_message_bytes == 4096);
   CHECK(c->max_clock_skew_ms == 60000);
+  CHECK(c->server.disk_reserve_bytes == 1048576);
   CHECK(c->regions_file == "x.csv");
   CHECK(c->log_level == "debug");
 }

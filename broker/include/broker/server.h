@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -44,6 +45,14 @@ struct ServerOptions {
   std::string curve_secret_key;
   // How often counters are logged when they changed.
   int stats_interval_ms = 10000;
+  // Where the log lives, and how much of its file system is kept free: while less
+  // than disk_reserve_bytes is free, publishes are answered StorageUnavailable
+  // (retryable) before anything is written, so that what must still be written — the
+  // consumers' positions, the audit records of deliveries and reads — finds room, and
+  // consumers go on reading. (A write that fails for want of space makes RocksDB
+  // refuse every write until it is resumed.) 0 or an empty data_dir: no check.
+  std::string data_dir;
+  std::uint64_t disk_reserve_bytes = 64 << 20;
 };
 
 class Server {
@@ -66,6 +75,15 @@ class Server {
   // against its grants. REQUIRES (unless dev): set before bind(). May be called
   // again later (a reload): new connections and commands see the new registry.
   void set_agencies(std::shared_ptr<const Agencies> agencies);
+
+  // How the loop makes the store accept writes again after a failed write (a full
+  // disk): storage::BrokerStore::resume_writes. Once any write has failed (a publish
+  // answered StorageUnavailable, an audit record or consumer positions not written),
+  // the loop calls it with a backoff (0.1 s doubling to 5 s), logging each attempt and
+  // the recovery; meanwhile publishes are answered StorageUnavailable and no deliveries
+  // are sent (they need their audit record). Unset: the loop never resumes (a store
+  // that recovers by itself, such as the memory log). REQUIRES: called before run().
+  void set_storage_recovery(std::function<Status()> resume);
 
   // Serves until request_stop(). REQUIRES: bind() succeeded.
   void run();

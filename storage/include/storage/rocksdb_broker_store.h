@@ -9,6 +9,7 @@
 // the log and the consumer store may be written from different threads.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -21,12 +22,22 @@ namespace kolabus::storage {
 struct BrokerStore {
   std::unique_ptr<EventLog> log;
   std::unique_ptr<ConsumerStore> consumers;
+  // After a failed write (a full disk, a failed fsync) RocksDB refuses every write to
+  // the database — appends, audit records, consumer state — until this succeeds; reads
+  // go on. Each call tries once: it writes the memtables out to new files and starts a
+  // new write-ahead log, then accepts writes again. OK at once when nothing failed.
+  // The owner calls it with a backoff until it succeeds (RocksDB's own recovery is
+  // off). It shares the database with `log` and `consumers`; call it from the thread
+  // that writes. Errors: kIoError while the cause lasts (still no space), kBusy.
+  // Null for a read-only store.
+  std::function<Status()> resume_writes;
 };
 
 // Opens (creating if missing) the broker's database in `dir`. `options.sync` applies to
 // log appends; consumer writes are never synced (consumer_store.h). A database created
 // by an earlier kolabus with the event log only gains the consumer column families.
 // Errors: as open_rocksdb_event_log.
+// A write that fails leaves the database refusing writes until resume_writes() succeeds.
 Result<BrokerStore> open_rocksdb_broker_store(const std::string& dir,
                                               const RocksOptions& options = {});
 

@@ -14,6 +14,10 @@
 
 #include <storage/event_log.h>
 
+namespace rocksdb {
+class Env;
+}
+
 namespace kolabus::storage {
 
 struct RocksOptions {
@@ -22,6 +26,10 @@ struct RocksOptions {
   bool sync = true;
   // Block cache shared by all column families.
   std::size_t block_cache_bytes = 64 << 20;
+  // Tests only: an Env (rocksdb::NewCompositeEnv over a FileSystemWrapper) through
+  // which the database does all its file I/O, to fail writes on demand. Null: the
+  // default. Honoured by open_rocksdb_broker_store.
+  std::shared_ptr<rocksdb::Env> env;
 };
 
 // Opens (creating if missing) the event log in `dir` for reading and appending.
