@@ -18,6 +18,7 @@
 #include "temp_dir.h"
 #include "test_events.h"
 #include <client/consumer.h>
+#include <common/aligned_bytes.h>
 #include <common/clock.h>
 #include <schemas/log_generated.h>
 #include <schemas/protocol_generated.h>
@@ -183,7 +184,8 @@ class FakeBroker {
   }
 
   void handle(const std::string& peer, const zmq::message_t& body) {
-    const auto* data = static_cast<const std::uint8_t*>(body.data());
+    const AlignedBytes frame(body.data(), body.size());  // a frame sits at any address
+    const auto* data = frame.data();
     flatbuffers::Verifier v(data, body.size());
     if (!v.VerifyBuffer<protocol::Request>(nullptr)) throw std::runtime_error("bad request");
     const auto* req = flatbuffers::GetRoot<protocol::Request>(data);
