@@ -324,10 +324,16 @@ TEST_CASE("Security: the audit chain records access and refusals, and answers wh
     recs = audit_records(**ops);
     return !of_action(recs, audit::Action::ConnectionRefused).empty();
   }));
+  // One Publish record per group commit: the three events came in one or, on a slow
+  // machine (a sanitizer build), in several.
   const auto publish = of_action(recs, audit::Action::Publish);
-  REQUIRE(publish.size() == 1);
-  CHECK(publish[0]->agency()->str() == "disdukcapil-medan");
-  CHECK(publish[0]->count() == 3);
+  REQUIRE_FALSE(publish.empty());
+  std::uint64_t published = 0;
+  for (const auto* p : publish) {
+    CHECK(p->agency()->str() == "disdukcapil-medan");
+    published += p->count();
+  }
+  CHECK(published == 3);
   const auto deliver = of_action(recs, audit::Action::Deliver);
   REQUIRE_FALSE(deliver.empty());
   CHECK(deliver[0]->agency()->str() == "kel-pasar-baru");
