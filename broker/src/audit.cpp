@@ -142,10 +142,11 @@ Result<NikKey> load_or_create_nik_key(const std::string& path) {
   return key;
 }
 
-const audit::Record* verified_record(std::string_view bytes) {
-  flatbuffers::Verifier verifier(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size());
+const audit::Record* verified_record(std::string_view bytes, AlignedBytes& storage) {
+  const auto data = aligned(bytes, storage);
+  flatbuffers::Verifier verifier(data.data(), data.size());
   if (!audit::VerifyRecordBuffer(verifier)) return nullptr;
-  return audit::GetRecord(bytes.data());
+  return audit::GetRecord(data.data());
 }
 
 Audit::Audit(storage::AuditLog& log, const Clock& clock, NikKey key)
@@ -154,7 +155,8 @@ Audit::Audit(storage::AuditLog& log, const Clock& clock, NikKey key)
   const auto head = log_.head();
   if (head.index > 0) {
     (void)log_.scan(head.index, 1, [&](std::uint64_t, std::string_view bytes) {
-      if (const auto* r = verified_record(bytes)) last_time_ = r->time();
+      AlignedBytes copy;
+      if (const auto* r = verified_record(bytes, copy)) last_time_ = r->time();
       return false;
     });
   }
@@ -202,7 +204,8 @@ std::optional<AuditProblem> ChainVerifier::feed(std::uint64_t key, std::string_v
                                     " missing: the next stored record is " + std::to_string(key)
                               : "record key " + std::to_string(key) + " out of order");
   }
-  const auto* r = verified_record(bytes);
+  AlignedBytes copy;
+  const auto* r = verified_record(bytes, copy);
   if (r == nullptr) return fail(key, "record " + std::to_string(key) + " does not decode");
   if (r->index() != key) {
     return fail(
@@ -285,7 +288,8 @@ PersonScan::PersonScan(NikHash who, std::vector<std::uint64_t> known_sequences)
 }
 
 void PersonScan::feed(std::uint64_t index, std::string_view bytes, std::vector<PersonHit>& out) {
-  const auto* r = verified_record(bytes);
+  AlignedBytes copy;
+  const auto* r = verified_record(bytes, copy);
   if (r == nullptr) return;
   auto hit = [&](std::uint64_t seq) {
     out.push_back(PersonHit{index, r->time(), r->action(), r->agency() ? r->agency()->str() : "",
@@ -324,7 +328,8 @@ Result<std::uint64_t> first_index_at(const storage::AuditLog& log, TimeMs since)
     std::uint64_t at = 0;
     Status st = log.scan(mid, 1, [&](std::uint64_t key, std::string_view bytes) {
       at = key;
-      if (const auto* r = verified_record(bytes)) t = r->time();
+      AlignedBytes copy;
+      if (const auto* r = verified_record(bytes, copy)) t = r->time();
       return false;
     });
     if (!st) return unexpected(st.error());

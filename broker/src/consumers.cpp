@@ -4,6 +4,7 @@
 #include <flatbuffers/flatbuffers.h>
 
 #include <broker/consumers.h>
+#include <common/aligned_bytes.h>
 #include <schemas/log_generated.h>
 
 namespace kolabus::broker {
@@ -32,11 +33,15 @@ CommandError unknown_consumer(std::string_view owner, std::string_view name) {
       "consumer: no consumer '" + std::string(name) + "' of agency '" + std::string(owner) + "'"};
 }
 
+// The record read in place when aligned, else from a copy in a buffer of this thread:
+// valid until the next call on the same thread (scans hand out views into RocksDB's
+// blocks, at any offset; see common/aligned_bytes.h).
 const log::LogRecord* record_root(std::string_view record) {
-  const auto* bytes = reinterpret_cast<const std::uint8_t*>(record.data());
-  flatbuffers::Verifier verifier(bytes, record.size());
+  thread_local AlignedBytes copy;
+  const auto bytes = aligned(record, copy);
+  flatbuffers::Verifier verifier(bytes.data(), bytes.size());
   if (!log::VerifyLogRecordBuffer(verifier)) return nullptr;
-  return log::GetLogRecord(bytes);
+  return log::GetLogRecord(bytes.data());
 }
 
 std::string encode_spec(const ConsumerSpec& spec) {
@@ -51,7 +56,8 @@ std::string encode_spec(const ConsumerSpec& spec) {
 }
 
 std::optional<ConsumerSpec> decode_spec(std::string_view bytes) {
-  const auto* data = reinterpret_cast<const std::uint8_t*>(bytes.data());
+  AlignedBytes copy;
+  const std::uint8_t* data = aligned(bytes, copy).data();
   flatbuffers::Verifier verifier(data, bytes.size());
   if (!verifier.VerifyBuffer<protocol::ConsumerConfig>(nullptr)) return std::nullopt;
   const auto* c = flatbuffers::GetRoot<protocol::ConsumerConfig>(data);

@@ -5,6 +5,7 @@
 #include <flatbuffers/flatbuffers.h>
 
 #include <broker/core.h>
+#include <common/aligned_bytes.h>
 #include <schemas/log_generated.h>
 #include <schemas/validate.h>
 
@@ -74,7 +75,8 @@ flatbuffers::DetachedBuffer build_record(Sequence seq, TimeMs received_at, std::
 }  // namespace
 
 std::optional<StoredEventInfo> decode_stored_event(std::string_view record) {
-  auto* bytes = reinterpret_cast<const std::uint8_t*>(record.data());
+  AlignedBytes copy;
+  const std::uint8_t* bytes = aligned(record, copy).data();
   flatbuffers::Verifier verifier(bytes, record.size());
   if (!log::VerifyLogRecordBuffer(verifier)) return std::nullopt;
   const auto* rec = log::GetLogRecord(bytes);

@@ -452,7 +452,8 @@ struct Server::Impl {
       return true;
     }
     in.aligned.resize((in.body.size() + 7) / 8);
-    std::memcpy(in.aligned.data(), in.body.data(), in.body.size());
+    // Not for an empty body: memcpy to the null data() of an empty vector is undefined.
+    if (!in.body.empty()) std::memcpy(in.aligned.data(), in.body.data(), in.body.size());
     const auto* data = reinterpret_cast<const std::uint8_t*>(in.aligned.data());
     flatbuffers::Verifier verifier(data, in.body.size());
     if (!verifier.VerifyBuffer<protocol::Request>(nullptr)) {

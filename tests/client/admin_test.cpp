@@ -11,6 +11,7 @@
 #include <zmq.hpp>
 
 #include <client/admin.h>
+#include <common/aligned_bytes.h>
 #include <schemas/log_generated.h>
 #include <schemas/protocol_generated.h>
 
@@ -80,12 +81,13 @@ class FakeBroker {
       zmq::message_t peer, body;
       (void)socket_.recv(peer);
       (void)socket_.recv(body);
-      flatbuffers::Verifier verifier(static_cast<const std::uint8_t*>(body.data()), body.size());
+      const AlignedBytes request(body.data(), body.size());  // a frame sits at any address
+      flatbuffers::Verifier verifier(request.data(), request.size());
       // CHECK, not REQUIRE: an exception would end this thread, not the test.
       const bool ok = verifier.VerifyBuffer<protocol::Request>(nullptr);
       CHECK(ok);
       if (!ok) continue;
-      const auto* req = flatbuffers::GetRoot<protocol::Request>(body.data());
+      const auto* req = flatbuffers::GetRoot<protocol::Request>(request.data());
       for (const auto& frame : responder_(*req)) {
         socket_.send(zmq::buffer(peer.data(), peer.size()), zmq::send_flags::sndmore);
         socket_.send(zmq::buffer(frame), zmq::send_flags::none);

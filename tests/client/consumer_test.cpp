@@ -18,6 +18,7 @@
 #include "temp_dir.h"
 #include "test_events.h"
 #include <client/consumer.h>
+#include <common/aligned_bytes.h>
 #include <common/clock.h>
 #include <schemas/log_generated.h>
 #include <schemas/protocol_generated.h>
@@ -90,9 +91,10 @@ Bytes make_delivery(const std::string& consumer, std::uint64_t seq, std::uint32_
 
 class FakeBroker {
  public:
-  std::atomic<bool> silent{false};          // receives nothing, answers nothing, sends nothing
-  std::atomic<bool> ignore_acks{false};     // Acks recorded but the events stay unacked
-  std::atomic<int> acks_not_subscribed{0};  // answer this many Acks with NotSubscribed
+  std::atomic<bool> silent{false};           // receives nothing, answers nothing, sends nothing
+  std::atomic<bool> ignore_acks{false};      // Acks recorded but the events stay unacked
+  std::atomic<int> acks_not_subscribed{0};   // answer this many Acks with NotSubscribed
+  std::atomic<bool> drop_subscribes{false};  // Subscribes go unanswered; Pings do not
 
   explicit FakeBroker(std::string endpoint = "tcp://127.0.0.1:*") { start(std::move(endpoint)); }
   ~FakeBroker() { stop(); }
@@ -183,7 +185,8 @@ class FakeBroker {
   }
 
   void handle(const std::string& peer, const zmq::message_t& body) {
-    const auto* data = static_cast<const std::uint8_t*>(body.data());
+    const AlignedBytes frame(body.data(), body.size());  // a frame sits at any address
+    const auto* data = frame.data();
     flatbuffers::Verifier v(data, body.size());
     if (!v.VerifyBuffer<protocol::Request>(nullptr)) throw std::runtime_error("bad request");
     const auto* req = flatbuffers::GetRoot<protocol::Request>(data);
@@ -195,6 +198,7 @@ class FakeBroker {
     std::lock_guard lock(mu_);
     switch (req->command_type()) {
       case protocol::Command::Subscribe: {
+        if (drop_subscribes) break;
         const auto* sub = req->command_as_Subscribe();
         const auto* cfg = sub->config();
         s.consumer = cfg->name()->str();
@@ -364,7 +368,8 @@ std::size_t poll_until(client::Consumer& c, const client::Handler& h, F done,
     REQUIRE_MESSAGE(std::chrono::steady_clock::now() < deadline,
                     "still waiting after " << timeout.count() << " ms; reconnects "
                                            << c.stats().reconnects << ", subscribed "
-                                           << c.stats().subscribed);
+                                           << c.stats().subscribed << ", last error '"
+                                           << c.stats().last_error << "'");
     auto r = c.poll(h, 20ms);
     REQUIRE(r.has_value());
     total += *r;
@@ -706,6 +711,24 @@ TEST_CASE("Consumer: subscribes again on a fresh socket when the broker goes sil
   CHECK(subs.back().consumer == subs.front().consumer);
   CHECK(subs.back().window == subs.front().window);
   REQUIRE(wait_until([&] { return fb.acked().count(2) == 1; }, 5s));
+}
+
+// Seen under TSan: the Subscribe of a new session reached a broker that was not
+// reading yet, and the Pongs that followed kept the session alive, unsubscribed.
+TEST_CASE("Consumer: subscribes again when its Subscribe goes unanswered but Pings do not") {
+  test::TempDir dir("consumer");
+  FakeBroker fb;
+  fb.drop_subscribes = true;
+  auto c = open_consumer(options_for(fb, dir, 150ms));
+  Recorder rec;
+  poll_until(
+      *c, rec.handler(), [&] { return c->stats().reconnects >= 1; }, 30s);
+  CHECK_FALSE(c->stats().subscribed);
+  CHECK(c->stats().last_error.find("no answer to Subscribe") != std::string::npos);
+  fb.drop_subscribes = false;
+  poll_until(
+      *c, rec.handler(), [&] { return c->stats().subscribed; }, 30s);
+  CHECK(fb.count(protocol::Command::Ping) >= 1);
 }
 
 TEST_CASE("Consumer: subscribes again when the connection drops") {

@@ -23,6 +23,7 @@
 #include <client/consumer.h>
 #include <client/curve.h>
 #include <client/publisher.h>
+#include <common/aligned_bytes.h>
 #include <common/keys.h>
 #include <schemas/events_generated.h>
 #include <schemas/protocol_generated.h>
@@ -160,11 +161,12 @@ class CurveServer {
       std::lock_guard lock(mu_);
       user_ids_.push_back(user);
     }
-    flatbuffers::Verifier verifier(static_cast<const std::uint8_t*>(body.data()), body.size());
+    const AlignedBytes frame(body.data(), body.size());  // a frame sits at any address
+    flatbuffers::Verifier verifier(frame.data(), frame.size());
     const bool ok = verifier.VerifyBuffer<protocol::Request>(nullptr);
     CHECK(ok);  // CHECK, not REQUIRE: an exception would end this thread, not the test
     if (!ok) return;
-    const auto* req = flatbuffers::GetRoot<protocol::Request>(body.data());
+    const auto* req = flatbuffers::GetRoot<protocol::Request>(frame.data());
     flatbuffers::FlatBufferBuilder fbb;
     switch (req->command_type()) {
       case protocol::Command::Ping: {

@@ -9,6 +9,7 @@
 
 #include "crash_suite.h"
 #include "journal.h"
+#include <common/aligned_bytes.h>
 #include <common/ids.h>
 #include <schemas/events_generated.h>
 #include <schemas/log_generated.h>
@@ -108,6 +109,7 @@ LogSide read_log(const std::string& dir, std::vector<std::string>& problems) {
   }
   std::uint64_t expect = 1;
   std::int64_t last_received = 0;
+  AlignedBytes copy;  // a scan's view into a RocksDB block sits at any address
   auto st = store->log->scan(Sequence{1}, SIZE_MAX, [&](Sequence seq, std::string_view rec) {
     out.records++;
     if (seq.value != expect) {
@@ -116,7 +118,7 @@ LogSide read_log(const std::string& dir, std::vector<std::string>& problems) {
       out.bad_records++;
     }
     expect = seq.value + 1;
-    const auto* bytes = reinterpret_cast<const std::uint8_t*>(rec.data());
+    const auto* bytes = aligned(rec, copy).data();
     flatbuffers::Verifier rv(bytes, rec.size());
     if (!rv.VerifyBuffer<log::LogRecord>(nullptr)) {
       problems.push_back("log: record " + std::to_string(seq.value) + " does not verify");

@@ -14,6 +14,7 @@
 #include "test_events.h"
 #include <client/consumer.h>
 #include <client/publisher.h>
+#include <common/aligned_bytes.h>
 #include <common/clock.h>
 #include <schemas/regions.h>
 #include <tools/event_generator.h>
@@ -210,7 +211,8 @@ TEST_CASE("Consume path: the inbox skips what a restarted consumer already proce
     s.send(zmq::const_buffer(fbb.GetBufferPointer(), fbb.GetSize()));
     zmq::message_t reply;
     REQUIRE(s.recv(reply));
-    const auto* r = flatbuffers::GetRoot<protocol::Response>(reply.data());
+    const AlignedBytes body(reply.data(), reply.size());  // a frame sits at any address
+    const auto* r = flatbuffers::GetRoot<protocol::Response>(body.data());
     REQUIRE(r->reply_type() == protocol::Reply::Subscribed);
     CHECK(r->reply_as_Subscribed()->info()->next_sequence() == 1);
   }

@@ -10,6 +10,7 @@
 #include "test_events.h"
 #include <broker/core.h>
 #include <client/publisher.h>
+#include <common/aligned_bytes.h>
 #include <common/clock.h>
 #include <schemas/log_generated.h>
 #include <storage/rocksdb_event_log.h>
@@ -68,9 +69,10 @@ std::map<EventId, std::vector<std::uint64_t>> read_log(const std::string& dir,
   std::map<EventId, std::vector<std::uint64_t>> ids;
   std::uint64_t n = 0;
   std::uint64_t expect = 1;
+  AlignedBytes copy;  // a scan's view into a RocksDB block sits at any address
   auto st = (*log)->scan(Sequence{1}, SIZE_MAX, [&](Sequence seq, std::string_view rec) {
     CHECK(seq.value == expect++);  // no gaps
-    const auto* bytes = reinterpret_cast<const std::uint8_t*>(rec.data());
+    const auto* bytes = aligned(rec, copy).data();
     const auto* lr = flatbuffers::GetRoot<kolabus::log::LogRecord>(bytes);
     CHECK(lr->sequence() == seq.value);
     const auto* ev = flatbuffers::GetRoot<events::Event>(lr->event()->data());

@@ -103,7 +103,8 @@ std::vector<const audit::Record*> of_action(const std::vector<std::string>& recs
                                             audit::Action action) {
   std::vector<const audit::Record*> out;
   for (const auto& b : recs) {
-    const auto* r = broker::verified_record(b);
+    AlignedBytes unused;  // a std::string's bytes are 8-byte aligned: read in place
+    const auto* r = broker::verified_record(b, unused);
     REQUIRE(r != nullptr);
     if (r->action() == action) out.push_back(r);
   }
@@ -323,7 +324,8 @@ TEST_CASE("Security: the audit chain records access and refusals, and answers wh
     recs = audit_records(**ops);
     return !of_action(recs, audit::Action::ConnectionRefused).empty();
   }));
-  // One Publish record per group commit: the three events may have come in one or more.
+  // One Publish record per group commit: the three events came in one or, on a slow
+  // machine (a sanitizer build), in several.
   const auto publish = of_action(recs, audit::Action::Publish);
   REQUIRE_FALSE(publish.empty());
   std::uint64_t published = 0;

@@ -194,7 +194,8 @@ int run_show(const Args& a) {
     if (!page) return report_error("audit show", page.error());
     for (const auto& [key, bytes] : page->records) {
       next = key + 1;
-      const auto* r = broker::verified_record(bytes);
+      AlignedBytes copy;
+      const auto* r = broker::verified_record(bytes, copy);
       if (r == nullptr) {
         if (!a.conn.json) table.add({std::to_string(key), "?", "(does not decode)"});
         continue;

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "commands.h"
+#include <common/aligned_bytes.h>
 #include <schemas/events_generated.h>
 #include <schemas/json_codec.h>
 #include <schemas/log_generated.h>
@@ -57,12 +58,13 @@ std::string bytes_text(const flatbuffers::String* s) {
   return s != nullptr ? s->str() : std::string();
 }
 
-// The root of verified LogRecord bytes, or nullptr.
-const log::LogRecord* verified_record(std::string_view record) {
-  flatbuffers::Verifier verifier(reinterpret_cast<const std::uint8_t*>(record.data()),
-                                 record.size());
+// The root of verified LogRecord bytes, or nullptr; read from a copy in `storage` when
+// `record` is not 8-byte aligned.
+const log::LogRecord* verified_record(std::string_view record, AlignedBytes& storage) {
+  const auto bytes = aligned(record, storage);
+  flatbuffers::Verifier verifier(bytes.data(), bytes.size());
   if (!verifier.VerifyBuffer<log::LogRecord>(nullptr)) return nullptr;
-  return flatbuffers::GetRoot<log::LogRecord>(record.data());
+  return flatbuffers::GetRoot<log::LogRecord>(bytes.data());
 }
 
 std::string payload_text(events::Payload type, const void* payload) {
@@ -365,7 +367,8 @@ nlohmann::ordered_json consumer_json(const client::ConsumerInfoView& c) {
 }
 
 Result<nlohmann::ordered_json> record_json(schemas::JsonCodec& codec, std::string_view record) {
-  const auto* rec = verified_record(record);
+  AlignedBytes copy;
+  const auto* rec = verified_record(record, copy);
   if (rec == nullptr) {
     return unexpected(Errc::kCorruption, "the broker sent a log record that does not verify");
   }
@@ -391,7 +394,8 @@ nlohmann::ordered_json event_json(schemas::JsonCodec& codec, std::uint64_t seque
 }
 
 Result<RecordSummary> summarize_record(std::string_view record) {
-  const auto* rec = verified_record(record);
+  AlignedBytes copy;
+  const auto* rec = verified_record(record, copy);
   if (rec == nullptr) {
     return unexpected(Errc::kCorruption, "the broker sent a log record that does not verify");
   }

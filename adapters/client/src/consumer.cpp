@@ -55,8 +55,9 @@ struct Consumer::Impl {
   std::uint64_t sessions = 0;  // sockets opened so far
   bool subscribed = false;     // Subscribed received on this session
   std::uint64_t next_corr = 1;
-  std::uint64_t subscribe_corr = 0;      // the session's Subscribe
-  SteadyClock::time_point connect_at{};  // no session: open one at this time
+  std::uint64_t subscribe_corr = 0;          // the session's Subscribe
+  SteadyClock::time_point subscribe_sent{};  // when it went
+  SteadyClock::time_point connect_at{};      // no session: open one at this time
   SteadyClock::time_point last_sent{};
   SteadyClock::time_point last_ping{};
   // The first Ping (or the Subscribe) sent since we last heard from the broker.
@@ -123,6 +124,7 @@ struct Consumer::Impl {
     const auto now = SteadyClock::now();
     last_ping = now;
     unanswered_since = now;
+    subscribe_sent = now;
   }
 
   // Now plus the next jittered, doubling backoff.
@@ -488,6 +490,12 @@ struct Consumer::Impl {
       now = SteadyClock::now();
       if (socket && !got && unanswered_since && now - *unanswered_since >= 3 * hb) {
         lose_session("no answer from the broker at " + opt.endpoint + " for " +
+                         std::to_string(std::chrono::duration_cast<Ms>(3 * hb).count()) + " ms",
+                     true);
+      } else if (socket && !subscribed && subscribe_corr != 0 && now - subscribe_sent >= 3 * hb) {
+        // The broker answers (Pongs) but not the Subscribe: it was lost (sent while the
+        // broker was not reading). Without this the session would stay unsubscribed.
+        lose_session("no answer to Subscribe from " + opt.endpoint + " for " +
                          std::to_string(std::chrono::duration_cast<Ms>(3 * hb).count()) + " ms",
                      true);
       }

@@ -38,6 +38,7 @@
 #include <flatbuffers/flatbuffers.h>
 #include <sodium.h>
 
+#include <common/aligned_bytes.h>
 #include <common/clock.h>
 #include <common/result.h>
 #include <schemas/audit_generated.h>
@@ -188,7 +189,10 @@ class PersonScan {
 // a binary search, since record times never decrease.
 Result<std::uint64_t> first_index_at(const storage::AuditLog& log, TimeMs since);
 
-// The record's bytes as a verified Record, or null.
-const audit::Record* verified_record(std::string_view bytes);
+// The record's bytes as a verified Record, or null. Reads `bytes` in place when they
+// are 8-byte aligned, else a copy of them made in `storage` (a view into a RocksDB
+// block is at any offset): the Record is valid while both live and `storage` is not
+// used again.
+const audit::Record* verified_record(std::string_view bytes, AlignedBytes& storage);
 
 }  // namespace kolabus::broker

@@ -12,6 +12,7 @@
 #include "spool_test_util.h"
 #include <adapters/spool.h>
 #include <client/publisher.h>
+#include <common/aligned_bytes.h>
 #include <common/clock.h>
 #include <schemas/log_generated.h>
 #include <storage/rocksdb_event_log.h>
@@ -54,9 +55,9 @@ std::map<EventId, int> read_log(const std::string& dir) {
   auto log = storage::open_rocksdb_event_log_read_only(dir);
   REQUIRE(log.has_value());
   std::map<EventId, int> ids;
+  AlignedBytes copy;  // a scan's view into a RocksDB block sits at any address
   auto st = (*log)->scan(Sequence{1}, SIZE_MAX, [&](Sequence, std::string_view rec) {
-    const auto* lr = flatbuffers::GetRoot<kolabus::log::LogRecord>(
-        reinterpret_cast<const std::uint8_t*>(rec.data()));
+    const auto* lr = flatbuffers::GetRoot<kolabus::log::LogRecord>(aligned(rec, copy).data());
     const auto* ev = flatbuffers::GetRoot<events::Event>(lr->event()->data());
     ++ids[EventId::from_span(std::span<const std::uint8_t, 16>(ev->id()->bytes()->data(), 16))];
     return true;

@@ -25,7 +25,8 @@
 // Liveness: while poll() runs, the consumer sends Ping every `heartbeat`. When it
 // hears nothing (no Pong, no Delivery, no reply) for 3 heartbeats after a Ping, when
 // the TCP connection drops (seen by a socket monitor: ZeroMQ would reconnect on its
-// own, but the broker would see a new peer that is not subscribed), or when the
+// own, but the broker would see a new peer that is not subscribed), when its Subscribe
+// has no answer 3 heartbeats after it was sent (even if Pongs come), or when the
 // broker answers NotSubscribed, it opens a fresh DEALER socket after a jittered,
 // doubling backoff and subscribes again with the same configuration. Deliveries not
 // yet acknowledged may come again then (attempt > 1); the inbox makes that harmless.
