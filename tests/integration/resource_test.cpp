@@ -205,6 +205,17 @@ Timed publish_one(const std::string& endpoint, const Bytes& event,
 // ---------------------------------------------------------------------------------
 // The broker process, seen from /proc
 
+// Under a sanitizer (scripts/sanitize builds the broker and this test alike) memory
+// figures say nothing about the broker: ASan keeps freed memory in quarantine (256 MB)
+// and both sanitizers add shadow memory. There the cases still run every step and
+// check everything else (the other client is served, descriptors come back); only the
+// memory bounds are left to the plain build.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kMemoryBounds = false;
+#else
+constexpr bool kMemoryBounds = true;
+#endif
+
 struct ProcMemory {
   std::uint64_t rss_kb = 0;
   std::uint64_t hwm_kb = 0;
@@ -487,7 +498,7 @@ TEST_CASE("Resources: a client that never reads leaves the broker's memory bound
                                    << " MB after; worst ACK of the other client " << worst.count()
                                    << " ms");
   CHECK(sent > 10000);
-  CHECK(mb(peak.hwm_kb - base.rss_kb) < 16.0);
+  if (kMemoryBounds) CHECK(mb(peak.hwm_kb - base.rss_kb) < 16.0);
 }
 
 TEST_CASE("Resources: a client flooding faster than the disk leaves memory bounded") {
@@ -524,7 +535,7 @@ TEST_CASE("Resources: a client flooding faster than the disk leaves memory bound
   MESSAGE("flooding client: " << flood_acked << " events ACKed; broker VmRSS " << mb(base.rss_kb)
                               << " MB before, VmHWM " << mb(peak.hwm_kb)
                               << " MB; worst ACK of the other client " << worst.count() << " ms");
-  CHECK(mb(peak.hwm_kb - base.rss_kb) < 100.0);
+  if (kMemoryBounds) CHECK(mb(peak.hwm_kb - base.rss_kb) < 100.0);
 }
 
 namespace {
@@ -615,8 +626,10 @@ void storm(const test::BrokerProcess& broker, int clients, int rounds,
   // connection's buffers); they are reused after that. A leak per connection would
   // add the same amount every round: 10 rounds of 1000 measured 51, 66, 75, 81, 83,
   // 85, 86, 87, 87.5, 87.7 MB.
-  CHECK(rss_mb[rounds - 1] - rss_mb[rounds - 2] < last_round_mb);
-  CHECK(mb(after.hwm_kb - base.rss_kb) < 160.0);
+  if (kMemoryBounds) {
+    CHECK(rss_mb[rounds - 1] - rss_mb[rounds - 2] < last_round_mb);
+    CHECK(mb(after.hwm_kb - base.rss_kb) < 160.0);
+  }
 }
 
 }  // namespace
