@@ -352,12 +352,12 @@ struct Consumers::State {
         if (seq.value >= to_excl) return false;
         ++examined;
         next = seq.value + 1;
-        const auto* r = record_root(rec);
+        // Into the cache first: its copy is aligned, so the record is copied once, not
+        // once to decode it and again to send it (send() and read_range() read it next).
+        const auto cached = recent.put(seq.value, rec);
+        const auto* r = record_root(*cached);
         KOLABUS_CHECK(r != nullptr);  // the broker only stores records it built
-        if (f.matches_kind(r->routing_kind())) {
-          out.seqs.push_back(seq.value);
-          recent.put(seq.value, rec);  // read next, by send() or read_range()
-        }
+        if (f.matches_kind(r->routing_kind())) out.seqs.push_back(seq.value);
         full = out.seqs.size() == max;
         return !full;
       });
