@@ -94,6 +94,7 @@ int main(int argc, char** argv) {
   bool quick = false;
   std::string only, systems_arg, json_file, work_dir, broker, perf_dir;
   std::uint64_t events = 0, seed = 1;
+  int latency_rounds = 0;
   app.add_flag("--quick", quick, "CI-sized run (well under a minute) instead of the full one");
   app.add_option("--only", only,
                  "scenarios to run, comma-separated: publish,latency,catchup,fanout,startup "
@@ -105,6 +106,10 @@ int main(int argc, char** argv) {
                  "override each scenario's main event count (events per publish run, per "
                  "latency rate, stored for catch-up, published in fan-out, the smaller start-up "
                  "size)");
+  app.add_option("--latency-rounds", latency_rounds,
+                 "rounds of the latency scenario, the systems taking turns; each figure is "
+                 "the median of its rounds (default: 3, or 1 with --quick)")
+      ->check(CLI::Range(1, 99));
   app.add_option("--json", json_file, "also write the results as JSON to this file");
   app.add_option("--work-dir", work_dir,
                  "where servers keep their data (kept afterwards, and start-up data reused); "
@@ -225,6 +230,7 @@ int main(int argc, char** argv) {
   zmq::context_t zmq(1);
   BenchContext ctx;
   ctx.quick = quick;
+  ctx.latency_rounds = latency_rounds;
   ctx.events = events;
   ctx.work_dir = work_dir;
   if (!perf_dir.empty()) ctx.perf_dir = std::filesystem::absolute(perf_dir).string();

@@ -32,6 +32,7 @@ namespace kolabus::bench {
 struct BenchContext {
   bool quick = false;
   std::uint64_t events = 0;  // --events: overrides each scenario's main count (0: default)
+  int latency_rounds = 0;    // --latency-rounds (0: 3 in the full run, 1 in --quick)
   std::string work_dir;
   std::optional<std::string> perf_dir;  // --perf: record the broker with perf here
   Paths paths;
