@@ -701,7 +701,7 @@ TEST_CASE("Consumers: Subscribe.batch is capped, and 0 means one Delivery per me
   for (const auto& m : got["c1"]) CHECK(m.type == protocol::Reply::Delivery);
 }
 
-TEST_CASE("Consumers: a DeliveryBatch stays under the byte cap; a larger record goes alone") {
+TEST_CASE("Consumers: a DeliveryBatch stays under the byte cap, a larger record goes alone") {
   Bus bus;
   publish_births(bus, 12);
   subscribe_batched(bus, "c1", 100, 100);

@@ -827,7 +827,7 @@ TEST_CASE("Consumer: interrupt and close from another thread end a running poll"
 
 // ---- DeliveryBatch (Subscribe.batch) ----------------------------------------------
 
-TEST_CASE("Consumer: asks for batches of min(batch, window); batch 1 asks for none") {
+TEST_CASE("Consumer: asks for batches of min(batch, window), with batch 1 for none") {
   for (const auto& [window, batch, asked] :
        std::vector<std::tuple<std::uint32_t, std::uint32_t, std::uint32_t>>{
            {1000, 128, 128}, {9, 128, 9}, {100, 1, 1}, {100, 0, 1}}) {
