@@ -67,7 +67,8 @@ class KolabusSubscriber final : public SubscribeClient {
       if (!m) continue;
       const auto* resp = as_response(*m);
       if (resp == nullptr) continue;
-      if (resp->reply_type() == protocol::Reply::Delivery) {
+      if (resp->reply_type() == protocol::Reply::Delivery ||
+          resp->reply_type() == protocol::Reply::DeliveryBatch) {
         early_.push_back(std::move(*m));  // handled by the first receive()
         continue;
       }
@@ -113,16 +114,23 @@ class KolabusSubscriber final : public SubscribeClient {
     const auto* resp = as_response(m);
     if (resp == nullptr) return;
     if (const auto* d = resp->reply_as_Delivery()) {
-      sequences_.push_back(d->sequence());
-      if (d->record() == nullptr) return;
-      const auto* rec = log::GetLogRecord(d->record()->data());
-      if (rec->event() == nullptr) return;
-      ++n;
-      if (auto i = pool_.index_of_event({rec->event()->data(), rec->event()->size()})) {
-        on_event(*i);
-      }
+      one(*d, on_event, n);
+    } else if (const auto* b = resp->reply_as_DeliveryBatch()) {
+      if (b->deliveries() == nullptr) return;
+      for (const auto* item : *b->deliveries()) one(*item, on_event, n);
     } else if (const auto* nack = resp->reply_as_Nack()) {
       error = "consumer " + options_.name + ": " + describe(*nack);
+    }
+  }
+
+  void one(const protocol::Delivery& d, const EventHandler& on_event, std::size_t& n) {
+    sequences_.push_back(d.sequence());
+    if (d.record() == nullptr) return;
+    const auto* rec = log::GetLogRecord(d.record()->data());
+    if (rec->event() == nullptr) return;
+    ++n;
+    if (auto i = pool_.index_of_event({rec->event()->data(), rec->event()->size()})) {
+      on_event(*i);
     }
   }
 
@@ -169,7 +177,7 @@ void KolabusSocket::send_subscribe(std::uint64_t corr, const SubscribeOptions& o
   auto filter = protocol::CreateFilter(fbb, 0, regions);
   auto name = fbb.CreateString(options.name);
   auto config = protocol::CreateConsumerConfig(fbb, name, filter, start);
-  auto sub = protocol::CreateSubscribe(fbb, config, options.window);
+  auto sub = protocol::CreateSubscribe(fbb, config, options.window, options.batch);
   fbb.Finish(
       protocol::CreateRequest(fbb, kVersion, corr, protocol::Command::Subscribe, sub.Union()),
       protocol::RequestIdentifier());

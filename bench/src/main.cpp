@@ -121,6 +121,12 @@ int main(int argc, char** argv) {
                  "record the broker with `perf record --call-graph dwarf` into this directory")
       ->group("Profiling");
   app.add_option("--seed", seed, "seed of the event generator");
+  std::uint32_t delivery_batch = 128;
+  app.add_option("--delivery-batch", delivery_batch,
+                 "kolabus consumers in catch-up and fan-out ask for this many deliveries per "
+                 "message (Subscribe.batch; 1: one Delivery per message, as clients before "
+                 "batching)")
+      ->capture_default_str();
 
   auto* naive = app.add_subcommand("serve-naive", "the naive reference server (internal)");
   naive->group("");  // hidden
@@ -232,6 +238,7 @@ int main(int argc, char** argv) {
   ctx.quick = quick;
   ctx.latency_rounds = latency_rounds;
   ctx.events = events;
+  ctx.delivery_batch = delivery_batch;
   ctx.work_dir = work_dir;
   if (!perf_dir.empty()) ctx.perf_dir = std::filesystem::absolute(perf_dir).string();
   ctx.paths = paths;

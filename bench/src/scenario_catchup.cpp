@@ -135,6 +135,7 @@ Table run_catchup(BenchContext& ctx) {
     SubscribeOptions so;
     so.name = "catchup";
     so.window = kWindow;
+    so.batch = ctx.delivery_batch;
     so.from_start = true;
     auto sub = sys->subscriber(so);
     if (!sub) {
@@ -201,7 +202,9 @@ Table run_catchup(BenchContext& ctx) {
   }
   t.notes.push_back(
       "each system loaded at full speed, restarted, then read from the start: kolabus a new "
-      "consumer (window 10000) acknowledging each drain; jetstream an ephemeral push consumer "
+      "consumer (window 10000, batch " +
+      std::to_string(ctx.delivery_batch) +
+      ": deliveries per message) acknowledging each drain; jetstream an ephemeral push consumer "
       "(deliver all, ack_policy all, max_ack_pending 10000); redis XREAD COUNT 1000 in a loop; "
       "push-pull the same event bytes over tcp://127.0.0.1 between two threads of the harness");
   t.notes.push_back(

@@ -76,6 +76,7 @@ Table run_fanout(BenchContext& ctx) {
     so.name = o.name;
     so.regions = o.regions;
     so.window = 1000;
+    so.batch = ctx.delivery_batch;
     so.from_start = true;
     auto s = sys->subscriber(so);
     if (!s) {
@@ -172,13 +173,13 @@ Table run_fanout(BenchContext& ctx) {
   }
   ctx.progress("fan-out: " + human(static_cast<double>(got) / secs) + " acked deliveries/s, " +
                std::to_string(lag_at_publish) + " owed when the publisher finished");
-  t.notes.push_back(std::to_string(offices.size()) +
-                    " consumers, each its own DEALER (window "
-                    "1000), served by one harness thread; " +
-                    std::to_string(total) + " deliveries in all (" +
-                    human(static_cast<double>(total) / static_cast<double>(n)) +
-                    " per event: every event reaches the 10 city-wide consumers, its kecamatan "
-                    "and its kelurahan, a move both ends)");
+  t.notes.push_back(
+      std::to_string(offices.size()) + " consumers, each its own DEALER (window 1000, batch " +
+      std::to_string(ctx.delivery_batch) +
+      " deliveries per message), served by one harness thread; " + std::to_string(total) +
+      " deliveries in all (" + human(static_cast<double>(total) / static_cast<double>(n)) +
+      " per event: every event reaches the 10 city-wide consumers, its kecamatan "
+      "and its kelurahan, a move both ends)");
   t.notes.push_back(
       "acked deliveries/s: all deliveries / time from the first publish to the last delivery "
       "(each drain of a connection is acknowledged with one Ack); lag: deliveries not yet "

@@ -33,6 +33,9 @@ struct BenchContext {
   bool quick = false;
   std::uint64_t events = 0;  // --events: overrides each scenario's main count (0: default)
   int latency_rounds = 0;    // --latency-rounds (0: 3 in the full run, 1 in --quick)
+  // --delivery-batch: kolabus consumers' Subscribe.batch in catch-up and fan-out (the
+  // client library's default, 128; 1: one Delivery per message).
+  std::uint32_t delivery_batch = 128;
   std::string work_dir;
   std::optional<std::string> perf_dir;  // --perf: record the broker with perf here
   Paths paths;

@@ -71,6 +71,7 @@ struct SubscribeOptions {
   std::string name = "bench";
   std::vector<std::string> regions;  // region prefixes (kolabus only); empty: everything
   std::uint32_t window = 1000;       // unacknowledged deliveries in flight
+  std::uint32_t batch = 1;           // kolabus: deliveries per message (Subscribe.batch)
   bool from_start = true;            // every stored event, not only new ones
 };
 

@@ -107,6 +107,7 @@ struct Attachment {
   ClientId client;
   std::uint32_t window = 0;
   std::uint32_t in_flight = 0;
+  std::uint32_t batch = 1;  // deliveries per message, at most
 };
 
 struct Pending {
@@ -433,8 +434,8 @@ struct Consumers::State {
     if (p.first_sent == 0) p.first_sent = now;
     c.timers.emplace_back(p.deadline, seq);
     due_by(p.deadline);
-    out.push_back(
-        Delivery{a->client, c.key.owner, c.key.name, Sequence{seq}, p.attempt, std::move(*rec)});
+    out.push_back(Delivery{a->client, c.key.owner, c.key.name, Sequence{seq}, p.attempt,
+                           std::move(*rec), a->batch});
     return true;
   }
 
@@ -687,8 +688,11 @@ CommandResult<Filter> Consumers::make_filter(std::span<const std::uint8_t> kinds
 }
 
 CommandResult<ConsumerStatus> Consumers::subscribe(const ClientId& client, std::string_view owner,
-                                                   const ConsumerSpec& spec, std::uint32_t window) {
+                                                   const ConsumerSpec& spec, std::uint32_t window,
+                                                   std::uint32_t batch) {
   auto& s = *s_;
+  batch =
+      std::clamp<std::uint32_t>(batch, 1, std::max<std::uint32_t>(1, s.options.max_delivery_batch));
   if (!valid_name(spec.name)) {
     return CommandError{
         ErrorCode::InvalidRequest, "config.name",
@@ -733,8 +737,9 @@ CommandResult<ConsumerStatus> Consumers::subscribe(const ClientId& client, std::
   }
   if (auto* a = s.attachment(*c, client)) {
     a->window = window;
+    a->batch = batch;
   } else {
-    c->clients.push_back(Attachment{client, window, 0});
+    c->clients.push_back(Attachment{client, window, 0, batch});
   }
   auto& rec = s.clients[client];
   rec.last_seen = s.clock.now_ms();

@@ -20,6 +20,7 @@
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
+#include <broker/delivery_frames.h>
 #include <broker/server.h>
 #include <schemas/log_generated.h>
 #include <schemas/profile.h>
@@ -115,14 +116,6 @@ flatbuffers::DetachedBuffer finish(flatbuffers::FlatBufferBuilder& fbb, std::uin
                                    protocol::Reply type, flatbuffers::Offset<T> body) {
   fbb.Finish(protocol::CreateResponse(fbb, kProtocolVersion, corr, type, body.Union()));
   return fbb.Release();
-}
-
-flatbuffers::DetachedBuffer delivery_message(const broker::Delivery& d) {
-  flatbuffers::FlatBufferBuilder fbb(d.record->size() + 128);
-  auto record = nested(fbb, *d.record);
-  auto consumer = fbb.CreateString(d.consumer);
-  return finish(fbb, 0, protocol::Reply::Delivery,
-                protocol::CreateDelivery(fbb, consumer, d.sequence.value, d.attempt, record));
 }
 
 flatbuffers::DetachedBuffer done_response(std::uint64_t corr, std::uint64_t count) {
@@ -629,7 +622,7 @@ struct Server::Impl {
         ConsumerSpec spec{cfg->name()->str(),    std::get<Filter>(filter), cfg->start(),
                           cfg->start_sequence(), cfg->start_time(),        cfg->ack_wait_ms(),
                           cfg->max_deliver()};
-        auto r = consumers.subscribe(client, owner, spec, sub->window());
+        auto r = consumers.subscribe(client, owner, spec, sub->window(), sub->batch());
         if (auto* e = std::get_if<CommandError>(&r)) return reply_error(in, *e);
         const auto& st = std::get<ConsumerStatus>(r);
         if (st.created)
@@ -974,7 +967,7 @@ struct Server::Impl {
 
   void deliver() {
     auto due = consumers.pump();
-    std::vector<broker::Delivery*> ready;
+    std::vector<const broker::Delivery*> ready;
     std::vector<AuditFact> facts;  // one per consumer
     // (owner, consumer) -> its fact: a round may hold thousands of deliveries to
     // hundreds of consumers, so no linear search per delivery.
@@ -993,20 +986,20 @@ struct Server::Impl {
     }
     // No audit record, no delivery: the events stay in flight and go again later.
     if (!record(facts)) ready.clear();
-    for (auto* dp : ready) {
-      auto& d = *dp;
+    // One message per delivery, or per batch for clients that asked for batches
+    // (delivery_frames.h).
+    for (const auto& group : group_deliveries(ready)) {
+      const ClientId& client = group.front()->client;
       std::vector<zmq::message_t> envelope;
-      envelope.emplace_back(d.client.bytes.data(), d.client.bytes.size());
-      const auto before = unroutable_replies;
-      // Not sent because the client's queue is full: the event stays in flight and is
-      // delivered again after ack_wait. Because the client left (killed, or its
-      // connection dropped): it is detached now, so this event and the others it held
-      // go to the consumer's other clients at once (found by the crash suite: a
-      // restarted consumer otherwise waited client_timeout_ms for them).
-      if (try_send(envelope, delivery_message(d)) == Sent::kClientGone) {
-        consumers.client_gone(d.client);
-      }
-      undelivered += unroutable_replies - before;
+      envelope.emplace_back(client.bytes.data(), client.bytes.size());
+      // Not sent because the client's queue is full: every event of the message stays
+      // in flight and is delivered again after ack_wait. Because the client left
+      // (killed, or its connection dropped): it is detached now, so these events and
+      // the others it held go to the consumer's other clients at once (found by the
+      // crash suite: a restarted consumer otherwise waited client_timeout_ms for them).
+      const Sent sent = try_send(envelope, delivery_frame(group));
+      if (sent == Sent::kClientGone) consumers.client_gone(client);
+      if (sent != Sent::kYes) undelivered += group.size();
     }
     if (Status st = consumers.flush(); !st) {
       storage_failed("write of consumer positions", st.error().to_string());

@@ -3,12 +3,14 @@
 // docs/PROTOCOL.md's consumer section.
 #include <map>
 #include <set>
+#include <tuple>
 
 #include <doctest/doctest.h>
 
 #include "test_events.h"
 #include <broker/consumers.h>
 #include <broker/core.h>
+#include <broker/delivery_frames.h>
 #include <schemas/log_generated.h>
 #include <storage/memory_consumer_store.h>
 #include <storage/memory_event_log.h>
@@ -568,4 +570,243 @@ TEST_CASE("Consumers: a paused owner gets nothing until it may receive again") {
   CHECK(bus.pump().empty());
   paused = false;  // a renewed agreement is loaded
   CHECK(seqs(bus.pump()["kel"]) == std::vector<std::uint64_t>{2});
+}
+
+// ---- batched deliveries (Subscribe.batch; broker/delivery_frames.h) --------------
+
+namespace {
+
+// Subscribes `client` to a consumer of kelurahan 1271011001 with `batch`.
+void subscribe_batched(Bus& bus, const std::string& client, std::uint32_t window,
+                       std::uint32_t batch, std::uint32_t ack_wait_ms = 30000) {
+  auto f = bus.consumers->make_filter({}, {"1271011001"});
+  REQUIRE(std::holds_alternative<broker::Filter>(f));
+  broker::ConsumerSpec spec{
+      "kel", std::get<broker::Filter>(f), StartPolicy::Earliest, 0, 0, ack_wait_ms, 5};
+  auto r = bus.consumers->subscribe(ClientId{client}, "dinkes", spec, window, batch);
+  REQUIRE(std::holds_alternative<broker::ConsumerStatus>(r));
+}
+
+void publish_births(Bus& bus, int n) {
+  std::vector<std::vector<std::uint8_t>> evs;
+  for (int i = 0; i < n; ++i) evs.push_back(test::make_birth("1271011001", kNow - kDay + i));
+  bus.publish(evs);
+}
+
+// One decoded message: its reply type and (sequence, attempt, record) per delivery.
+struct Message {
+  protocol::Reply type = protocol::Reply::NONE;
+  std::string consumer;
+  bool inner_consumer = false;  // an inner Delivery of a batch named a consumer
+  std::vector<std::tuple<std::uint64_t, std::uint32_t, std::string>> deliveries;
+  std::size_t bytes = 0;
+};
+
+Message decode(const flatbuffers::DetachedBuffer& frame) {
+  const auto* start = frame.data();
+  flatbuffers::Verifier v(frame.data(), frame.size());
+  REQUIRE(v.VerifyBuffer<protocol::Response>(nullptr));
+  const auto* resp = flatbuffers::GetRoot<protocol::Response>(frame.data());
+  CHECK(resp->corr() == 0);
+  Message m;
+  m.type = resp->reply_type();
+  m.bytes = frame.size();
+  auto add = [&](const protocol::Delivery& d) {
+    REQUIRE(d.record() != nullptr);
+    CHECK((d.record()->data() - start) % 8 == 0);  // a nested buffer, aligned in the frame
+    m.deliveries.emplace_back(
+        d.sequence(), d.attempt(),
+        std::string(reinterpret_cast<const char*>(d.record()->data()), d.record()->size()));
+  };
+  if (const auto* d = resp->reply_as_Delivery()) {
+    m.consumer = d->consumer() ? d->consumer()->str() : "";
+    add(*d);
+  } else if (const auto* b = resp->reply_as_DeliveryBatch()) {
+    m.consumer = b->consumer() ? b->consumer()->str() : "";
+    REQUIRE(b->deliveries() != nullptr);
+    for (const auto* item : *b->deliveries()) {
+      m.inner_consumer = m.inner_consumer || item->consumer() != nullptr;
+      add(*item);
+    }
+  }
+  return m;
+}
+
+// What the server sends for one pump: the messages per client, in order.
+std::map<std::string, std::vector<Message>> messages(
+    std::vector<broker::Delivery>& due, std::size_t max_bytes = broker::kDeliveryBatchBytes) {
+  std::vector<const broker::Delivery*> ready;
+  for (auto& d : due) ready.push_back(&d);
+  std::map<std::string, std::vector<Message>> out;
+  for (const auto& g : broker::group_deliveries(ready, max_bytes)) {
+    for (const auto* d : g) REQUIRE(d->client == g.front()->client);
+    out[g.front()->client.bytes].push_back(decode(broker::delivery_frame(g)));
+  }
+  return out;
+}
+
+std::vector<std::uint64_t> seqs_of(const std::vector<Message>& ms) {
+  std::vector<std::uint64_t> out;
+  for (const auto& m : ms) {
+    for (const auto& d : m.deliveries) out.push_back(std::get<0>(d));
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("Consumers: a batched client gets DeliveryBatches of at most `batch`, in order") {
+  Bus bus;
+  publish_births(bus, 10);
+  subscribe_batched(bus, "c1", 100, 4);
+  auto due = bus.consumers->pump();
+  REQUIRE(due.size() == 10);
+  for (const auto& d : due) CHECK(d.batch == 4);
+  auto got = messages(due);
+  const auto& ms = got["c1"];
+  REQUIRE(ms.size() == 3);
+  CHECK(ms[0].deliveries.size() == 4);
+  CHECK(ms[1].deliveries.size() == 4);
+  CHECK(ms[2].deliveries.size() == 2);
+  for (const auto& m : ms) {
+    CHECK(m.type == protocol::Reply::DeliveryBatch);
+    CHECK(m.consumer == "kel");
+    CHECK_FALSE(m.inner_consumer);  // said once, by the batch
+    for (const auto& [seq, attempt, record] : m.deliveries) {
+      CHECK(attempt == 1);
+      auto stored = bus.log.read(Sequence{seq});
+      REQUIRE(stored.has_value());
+      REQUIRE(stored->has_value());
+      CHECK(record == **stored);
+    }
+  }
+  CHECK(seqs_of(ms) == std::vector<std::uint64_t>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10});
+}
+
+TEST_CASE("Consumers: Subscribe.batch is capped, and 0 means one Delivery per message") {
+  Bus bus;
+  publish_births(bus, 3);
+  subscribe_batched(bus, "c1", 100, 1'000'000);
+  auto due = bus.consumers->pump();
+  REQUIRE(due.size() == 3);
+  CHECK(due[0].batch == bus.options.max_delivery_batch);
+
+  Bus old;
+  publish_births(old, 3);
+  subscribe_batched(old, "c1", 100, 0);
+  due = old.consumers->pump();
+  for (const auto& d : due) CHECK(d.batch == 1);
+  auto got = messages(due);
+  REQUIRE(got["c1"].size() == 3);
+  for (const auto& m : got["c1"]) CHECK(m.type == protocol::Reply::Delivery);
+}
+
+TEST_CASE("Consumers: a DeliveryBatch stays under the byte cap, a larger record goes alone") {
+  Bus bus;
+  publish_births(bus, 12);
+  subscribe_batched(bus, "c1", 100, 100);
+  auto due = bus.consumers->pump();
+  REQUIRE(due.size() == 12);
+  // A cap of about three records' worth: batches of three, each message under it.
+  const std::size_t per = due[0].record->size() + broker::kDeliveryOverheadBytes;
+  const std::size_t cap = 3 * per + per / 2;
+  auto got = messages(due, cap);
+  CHECK(seqs_of(got["c1"]) == std::vector<std::uint64_t>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12});
+  for (const auto& m : got["c1"]) {
+    CHECK(m.deliveries.size() <= 3);
+    CHECK(m.bytes <= cap + 256);  // the Response around them
+  }
+
+  // The real cap, with records of 300 KiB and one of 2 MiB (synthetic bytes: framing
+  // does not read them).
+  std::vector<broker::Delivery> big;
+  for (std::uint64_t i = 1; i <= 8; ++i) {
+    const std::size_t size = i == 5 ? (2u << 20) : (300u << 10);
+    big.push_back(broker::Delivery{ClientId{"c1"}, "dinkes", "kel", Sequence{i}, 1,
+                                   std::make_shared<const std::string>(size, 'x'), 1000});
+  }
+  got = messages(big);
+  std::vector<std::size_t> sizes;
+  for (const auto& m : got["c1"]) {
+    sizes.push_back(m.deliveries.size());
+    if (m.deliveries.size() > 1) CHECK(m.bytes <= broker::kDeliveryBatchBytes);
+  }
+  CHECK(sizes == std::vector<std::size_t>{3, 1, 1, 3});  // 1-3, 4, 5 (alone), 6-8
+  CHECK(seqs_of(got["c1"]) == std::vector<std::uint64_t>{1, 2, 3, 4, 5, 6, 7, 8});
+}
+
+TEST_CASE("Consumers: with batches the window still counts events") {
+  Bus bus;
+  publish_births(bus, 12);
+  subscribe_batched(bus, "c1", /*window=*/5, /*batch=*/100);
+  auto due = bus.consumers->pump();
+  auto got = messages(due);
+  REQUIRE(got["c1"].size() == 1);
+  CHECK(seqs_of(got["c1"]) == std::vector<std::uint64_t>{1, 2, 3, 4, 5});
+  CHECK(bus.consumers->pump().empty());  // the window is full
+  bus.ack("kel", {1, 2});
+  due = bus.consumers->pump();
+  got = messages(due);
+  CHECK(seqs_of(got["c1"]) == std::vector<std::uint64_t>{6, 7});
+  CHECK(bus.status("kel").pending == 5);
+}
+
+TEST_CASE("Consumers: unacknowledged events of a batch come again together after ack_wait") {
+  Bus bus;
+  publish_births(bus, 6);
+  subscribe_batched(bus, "c1", 100, 10, /*ack_wait_ms=*/1000);
+  auto due = bus.consumers->pump();
+  REQUIRE(messages(due)["c1"].size() == 1);
+  // The server could not send that message (a full queue), or the client lost some:
+  // whatever is not acknowledged comes again, attempt 2, in one batch.
+  bus.ack("kel", {2, 5});
+  bus.clock.advance(999);
+  CHECK(bus.consumers->pump().empty());
+  bus.clock.advance(2);
+  due = bus.consumers->pump();
+  auto got = messages(due);
+  REQUIRE(got["c1"].size() == 1);
+  CHECK(got["c1"][0].type == protocol::Reply::DeliveryBatch);
+  CHECK(seqs_of(got["c1"]) == std::vector<std::uint64_t>{1, 3, 4, 6});
+  for (const auto& d : got["c1"][0].deliveries) CHECK(std::get<1>(d) == 2);
+  bus.ack("kel", {1, 3, 4, 6});
+  CHECK(bus.status("kel").ack_floor == 6);
+  CHECK(bus.status("kel").pending == 0);
+}
+
+TEST_CASE("Consumers: one consumer, a batched and an unbatched client") {
+  Bus bus;
+  publish_births(bus, 10);
+  subscribe_batched(bus, "new", 100, 50);
+  subscribe_batched(bus, "old", 100, 1);
+  auto due = bus.consumers->pump();
+  REQUIRE(due.size() == 10);
+  auto got = messages(due);
+  // Shared round robin, as without batches; each client's share in sequence order.
+  REQUIRE(got["new"].size() == 1);
+  CHECK(got["new"][0].type == protocol::Reply::DeliveryBatch);
+  CHECK(seqs_of(got["new"]) == std::vector<std::uint64_t>{1, 3, 5, 7, 9});
+  REQUIRE(got["old"].size() == 5);
+  CHECK(seqs_of(got["old"]) == std::vector<std::uint64_t>{2, 4, 6, 8, 10});
+  // The unbatched client gets exactly the bytes brokers sent before batching.
+  std::size_t i = 0;
+  for (const auto& d : due) {
+    if (d.client.bytes != "old") continue;
+    flatbuffers::FlatBufferBuilder fbb(d.record->size() + 128);
+    fbb.ForceVectorAlignment(d.record->size(), 1, 8);
+    auto record =
+        fbb.CreateVector(reinterpret_cast<const std::uint8_t*>(d.record->data()), d.record->size());
+    auto consumer = fbb.CreateString(d.consumer);
+    fbb.Finish(protocol::CreateResponse(
+        fbb, 1, 0, protocol::Reply::Delivery,
+        protocol::CreateDelivery(fbb, consumer, d.sequence.value, d.attempt, record).Union()));
+    const broker::Delivery* one[] = {&d};
+    const auto frame = broker::delivery_frame(one);
+    CHECK(std::string_view(reinterpret_cast<const char*>(frame.data()), frame.size()) ==
+          std::string_view(reinterpret_cast<const char*>(fbb.GetBufferPointer()), fbb.GetSize()));
+    ++i;
+  }
+  CHECK(i == 5);
+  bus.ack("kel", {1, 2, 3, 4, 5, 6, 7, 8, 9, 10});
+  CHECK(bus.status("kel").ack_floor == 10);
 }

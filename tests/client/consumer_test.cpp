@@ -10,6 +10,7 @@
 #include <set>
 #include <stdexcept>
 #include <thread>
+#include <tuple>
 
 #include <doctest/doctest.h>
 #include <flatbuffers/flatbuffers.h>
@@ -56,6 +57,7 @@ struct Seen {
   std::string reason;                    // Reject
   // Subscribe
   std::uint32_t window = 0;
+  std::uint32_t batch = 0;
   std::vector<std::uint8_t> kinds;
   std::vector<std::string> regions;
   protocol::StartPolicy start = protocol::StartPolicy::Earliest;
@@ -86,6 +88,23 @@ Bytes make_delivery(const std::string& consumer, std::uint64_t seq, std::uint32_
   auto rec = fbb.CreateVector(record);
   auto d = protocol::CreateDelivery(fbb, fbb.CreateString(consumer), seq, attempt, rec);
   fbb.Finish(protocol::CreateResponse(fbb, 1, 0, protocol::Reply::Delivery, d.Union()));
+  return finish(fbb);
+}
+
+// A DeliveryBatch as the broker builds it: the consumer named once, inner Deliveries
+// without it. Each item: (sequence, attempt, record).
+Bytes make_batch(const std::string& consumer,
+                 const std::vector<std::tuple<std::uint64_t, std::uint32_t, Bytes>>& items) {
+  flatbuffers::FlatBufferBuilder fbb(1024);
+  std::vector<flatbuffers::Offset<protocol::Delivery>> ds;
+  for (const auto& [seq, attempt, record] : items) {
+    fbb.ForceVectorAlignment(record.size(), 1, 8);
+    auto rec = fbb.CreateVector(record);
+    ds.push_back(protocol::CreateDelivery(fbb, 0, seq, attempt, rec));
+  }
+  auto list = fbb.CreateVector(ds);
+  auto b = protocol::CreateDeliveryBatch(fbb, fbb.CreateString(consumer), list);
+  fbb.Finish(protocol::CreateResponse(fbb, 1, 0, protocol::Reply::DeliveryBatch, b.Union()));
   return finish(fbb);
 }
 
@@ -203,6 +222,7 @@ class FakeBroker {
         const auto* cfg = sub->config();
         s.consumer = cfg->name()->str();
         s.window = sub->window();
+        s.batch = sub->batch();
         if (cfg->filter() != nullptr) {
           if (cfg->filter()->kinds() != nullptr) {
             s.kinds.assign(cfg->filter()->kinds()->begin(), cfg->filter()->kinds()->end());
@@ -803,4 +823,108 @@ TEST_CASE("Consumer: interrupt and close from another thread end a running poll"
   c->close();  // waits for the poll to give up the socket
   REQUIRE(wait_until([&] { return returned.load(); }, 5s));
   t2.join();
+}
+
+// ---- DeliveryBatch (Subscribe.batch) ----------------------------------------------
+
+TEST_CASE("Consumer: asks for batches of min(batch, window), with batch 1 for none") {
+  for (const auto& [window, batch, asked] :
+       std::vector<std::tuple<std::uint32_t, std::uint32_t, std::uint32_t>>{
+           {1000, 128, 128}, {9, 128, 9}, {100, 1, 1}, {100, 0, 1}}) {
+    CAPTURE(window);
+    CAPTURE(batch);
+    test::TempDir dir("consumer");
+    FakeBroker fb;
+    auto o = options_for(fb, dir);
+    o.window = window;
+    o.batch = batch;
+    auto c = open_consumer(o);
+    Recorder rec;
+    poll_until(*c, rec.handler(), [&] { return c->stats().subscribed; });
+    const auto subs = fb.seen(protocol::Command::Subscribe);
+    REQUIRE(subs.size() == 1);
+    CHECK(subs[0].window == window);
+    CHECK(subs[0].batch == asked);
+  }
+  CHECK(client::ConsumerOptions{}.batch == 128);
+}
+
+TEST_CASE("Consumer: a DeliveryBatch is handled one event at a time, deduped and acked") {
+  test::TempDir dir("consumer");
+  FakeBroker fb;
+  auto c = open_consumer(options_for(fb, dir));
+  Recorder rec;
+  poll_until(*c, rec.handler(), [&] { return c->stats().subscribed; });
+  const auto evs = make_events(4);
+  // Sequences 1-4, then event 2 again as sequence 5 (a duplicate the inbox skips), then
+  // a plain Delivery: a batched client gets both kinds of message.
+  std::vector<std::tuple<std::uint64_t, std::uint32_t, Bytes>> items;
+  for (std::uint64_t i = 0; i < 4; ++i) items.emplace_back(i + 1, 1, make_record(i + 1, evs[i]));
+  items.emplace_back(5, 2, make_record(5, evs[1]));
+  fb.deliver_raw(0, make_batch("dinkes-births", items));
+  fb.deliver_raw(6, make_delivery("dinkes-births", 6, 1, make_record(6, make_events(1, 99)[0])));
+
+  poll_until(*c, rec.handler(), [&] { return rec.calls.size() == 5; });
+  std::vector<std::uint64_t> seqs;
+  for (const auto& call : rec.calls) seqs.push_back(call.sequence);
+  CHECK(seqs == std::vector<std::uint64_t>{1, 2, 3, 4, 6});
+  for (std::size_t i = 0; i < 4; ++i) {
+    CHECK(rec.calls[i].attempt == 1);
+    CHECK(rec.calls[i].event == evs[i]);
+    CHECK(rec.calls[i].source == "disdukcapil");
+    auto p = c->inbox().processed(test::id_of(evs[i]));
+    REQUIRE(p.has_value());
+    CHECK(*p == std::optional<std::uint64_t>(i + 1));
+  }
+  REQUIRE(wait_until([&] { return fb.acked().size() == 6; }, 5s));
+  CHECK(fb.acked() == std::multiset<std::uint64_t>{1, 2, 3, 4, 5, 6});
+  const auto s = c->stats();
+  CHECK(s.delivered == 6);
+  CHECK(s.handled == 5);
+  CHECK(s.duplicates_skipped == 1);
+  CHECK(s.acked == 6);
+}
+
+TEST_CASE("Consumer: max_events inside a DeliveryBatch: the next poll goes on with it") {
+  test::TempDir dir("consumer");
+  FakeBroker fb;
+  auto c = open_consumer(options_for(fb, dir));
+  Recorder rec;
+  poll_until(*c, rec.handler(), [&] { return c->stats().subscribed; });
+  const auto evs = make_events(5);
+  std::vector<std::tuple<std::uint64_t, std::uint32_t, Bytes>> items;
+  for (std::uint64_t i = 0; i < 5; ++i) items.emplace_back(i + 1, 1, make_record(i + 1, evs[i]));
+  fb.deliver_raw(0, make_batch("dinkes-births", items));
+  std::size_t first = 0;
+  for (int turn = 0; turn < 500 && first == 0; ++turn) {
+    auto got = c->poll(rec.handler(), 20ms, 2);
+    REQUIRE(got.has_value());
+    first = *got;
+  }
+  CHECK(first == 2);
+  CHECK(rec.calls.size() == 2);
+  auto got = c->poll(rec.handler(), 10s, 2);  // from what it holds: no wait
+  REQUIRE(got.has_value());
+  CHECK(*got == 2);
+  got = c->poll(rec.handler(), 200ms, 2);  // the last one, then nothing more comes
+  REQUIRE(got.has_value());
+  CHECK(*got == 1);
+  std::vector<std::uint64_t> seqs;
+  for (const auto& call : rec.calls) seqs.push_back(call.sequence);
+  CHECK(seqs == std::vector<std::uint64_t>{1, 2, 3, 4, 5});
+  REQUIRE(wait_until([&] { return fb.acked().size() == 5; }, 5s));
+}
+
+TEST_CASE("Consumer: a DeliveryBatch for another consumer is ignored") {
+  test::TempDir dir("consumer");
+  FakeBroker fb;
+  auto c = open_consumer(options_for(fb, dir));
+  Recorder rec;
+  poll_until(*c, rec.handler(), [&] { return c->stats().subscribed; });
+  const auto evs = make_events(2);
+  fb.deliver_raw(0, make_batch("someone-else", {{1, 1, make_record(1, evs[0])}}));
+  fb.deliver_raw(2, make_delivery("dinkes-births", 2, 1, make_record(2, evs[1])));
+  poll_until(*c, rec.handler(), [&] { return rec.calls.size() == 1; });
+  CHECK(rec.calls[0].sequence == 2);
+  CHECK(c->stats().last_error.find("someone-else") != std::string::npos);
 }

@@ -12,6 +12,7 @@
 
 #include "broker_process.h"
 #include "test_events.h"
+#include <client/admin.h>
 #include <client/consumer.h>
 #include <client/publisher.h>
 #include <common/aligned_bytes.h>
@@ -251,4 +252,60 @@ TEST_CASE("Consume path: a stalled consumer slows neither the publisher nor anot
   REQUIRE((*pub)->wait_drained(60s));
   REQUIRE(test::wait_until([&] { return healthy.processed() == events.size(); }, 60s));
   CHECK((*pub)->stats().retries == 0);  // never held back
+}
+
+TEST_CASE(
+    "Consume path: a batched and an unbatched consumer each get every event once, across a "
+    "broker kill, and acknowledge all of it") {
+  test::TempDir dir("consume-batch");
+  test::BrokerProcess broker(dir.str("broker"));
+  tools::EventGenerator gen(schemas::RegionTable::embedded(), {24, "1271", SystemClock().now_ms()});
+  std::vector<std::vector<std::uint8_t>> events;
+  std::set<std::string> want;
+  for (int i = 0; i < 3000; ++i) {
+    events.push_back(gen.next());
+    want.insert(test::id_of(events.back()).to_string());
+  }
+  auto batched_opts = consumer_options(broker.endpoint(), dir.str("inbox-b"), "batched", {});
+  batched_opts.batch = 64;
+  auto single_opts = consumer_options(broker.endpoint(), dir.str("inbox-s"), "single", {});
+  single_opts.batch = 1;  // as clients before batching
+  Runner batched(batched_opts);
+  Runner single(single_opts);
+
+  auto pub = client::Publisher::open(publisher_options(broker.endpoint(), dir.str("outbox")));
+  REQUIRE(pub.has_value());
+  std::vector<std::span<const std::uint8_t>> all(events.begin(), events.end());
+  REQUIRE((*pub)->publish_batch(all).has_value());
+  REQUIRE(test::wait_until([&] { return batched.processed() >= 1000; }, 60s));
+  broker.stop(SIGKILL);
+  broker.restart();
+  REQUIRE((*pub)->wait_drained(60s));
+  REQUIRE(test::wait_until([&] { return batched.processed() == want.size(); }, 60s));
+  REQUIRE(test::wait_until([&] { return single.processed() == want.size(); }, 60s));
+
+  // The broker has every event acknowledged by both (Acks of batched deliveries count
+  // one by one, as any other).
+  auto admin = client::AdminClient::connect(broker.endpoint(), 10s);
+  REQUIRE(admin.has_value());
+  REQUIRE(test::wait_until(
+      [&] {
+        auto list = (*admin)->list_consumers();
+        REQUIRE(list.has_value());
+        std::size_t done = 0;
+        for (const auto& c : *list) {
+          if (c.lag == 0 && c.pending == 0 && c.ack_floor == events.size()) ++done;
+        }
+        return done == 2;
+      },
+      30s));
+  batched.stop();
+  single.stop();
+  CHECK(batched.stored() == want);
+  CHECK(single.stored() == want);
+  for (auto* r : {&batched, &single}) {
+    for (const auto& [id, n] : r->calls()) CHECK(n == 1);  // the handler saw it once
+  }
+  CHECK(batched.consumer().stats().batches > 0);
+  CHECK(single.consumer().stats().batches == 0);
 }

@@ -65,7 +65,12 @@ struct Consumer::Impl {
   Ms backoff{0};
   std::mt19937 rng{std::random_device{}()};
   std::vector<std::uint64_t> pending_acks;  // committed in the inbox, Ack not yet sent
-  std::optional<Error> refusal;             // the broker refused our Subscribe
+  // The DeliveryBatch being handled when poll() reached max_events inside it: the next
+  // poll() goes on from held_next. Dropped with the session (its events come again).
+  detail::AlignedFrame held;
+  std::size_t held_next = 0;
+  bool holding = false;
+  std::optional<Error> refusal;  // the broker refused our Subscribe
 
   ~Impl() {
     close_socket();
@@ -143,6 +148,7 @@ struct Consumer::Impl {
     subscribe_corr = 0;
     unanswered_since.reset();
     pending_acks.clear();  // those events come again and the inbox skips them
+    holding = false;
     connect_at = with_backoff ? after_backoff() : SteadyClock::now();
     update_stats([&](ConsumerStats& s) {
       s.subscribed = false;
@@ -184,7 +190,8 @@ struct Consumer::Impl {
     auto config = protocol::CreateConsumerConfig(fbb, fbb.CreateString(opt.name), filter, opt.start,
                                                  opt.start_sequence, opt.start_time,
                                                  opt.ack_wait_ms, opt.max_deliver);
-    auto sub = protocol::CreateSubscribe(fbb, config, opt.window);
+    auto sub = protocol::CreateSubscribe(
+        fbb, config, opt.window, std::max<std::uint32_t>(1, std::min(opt.batch, opt.window)));
     return send(fbb, protocol::Command::Subscribe, sub.Union());
   }
 
@@ -224,11 +231,13 @@ struct Consumer::Impl {
 
   // ---- incoming ----
 
-  // One frame from the broker. `handled` counts deliveries dealt with. An error is
-  // an inbox failure; a refused Subscribe is left in `refusal`.
-  Status on_message(const zmq::message_t& msg, const Handler& handler, std::size_t& handled) {
-    unanswered_since.reset();               // the broker is there
-    const detail::AlignedFrame frame(msg);  // outlives the handler's views into it
+  // One frame from the broker. `handled` counts deliveries dealt with; a DeliveryBatch
+  // stops at `max_events` (the rest is held for the next poll()). An error is an
+  // inbox failure; a refused Subscribe is left in `refusal`.
+  Status on_message(const zmq::message_t& msg, const Handler& handler, std::size_t& handled,
+                    std::size_t max_events) {
+    unanswered_since.reset();         // the broker is there
+    detail::AlignedFrame frame(msg);  // outlives the handler's views into it
     const auto* data = frame.data();
     flatbuffers::Verifier verifier(data, frame.size());
     if (!verifier.VerifyBuffer<protocol::Response>(nullptr)) {
@@ -239,6 +248,18 @@ struct Consumer::Impl {
     switch (resp->reply_type()) {
       case protocol::Reply::Delivery:
         return on_delivery(*resp->reply_as_Delivery(), handler, handled);
+      case protocol::Reply::DeliveryBatch: {
+        const auto& b = *resp->reply_as_DeliveryBatch();
+        if (b.consumer() != nullptr && b.consumer()->string_view() != opt.name) {
+          note_error("delivery batch for another consumer '" + b.consumer()->str() + "' ignored");
+          return {};
+        }
+        update_stats([](ConsumerStats& s) { s.batches++; });
+        held = std::move(frame);  // the vector moves: the verified bytes stay put
+        held_next = 0;
+        holding = true;
+        return handle_held(handler, handled, max_events);
+      }
       case protocol::Reply::Subscribed:
         if (resp->corr() == subscribe_corr && subscribe_corr != 0) {
           subscribed = true;
@@ -263,6 +284,24 @@ struct Consumer::Impl {
     return {};  // a reply type newer than this client: heard, nothing to do
   }
 
+  // Hands the held DeliveryBatch's deliveries from held_next on to the handler, each
+  // as a Delivery of its own, until max_events. A delivery that fails (an inbox error)
+  // is left unacknowledged, to come again; the batch goes on after it next time.
+  Status handle_held(const Handler& handler, std::size_t& handled, std::size_t max_events) {
+    const auto* resp = flatbuffers::GetRoot<protocol::Response>(held.data());  // verified
+    const auto* list = resp->reply_as_DeliveryBatch()->deliveries();
+    const std::size_t n = list != nullptr ? list->size() : 0;
+    while (held_next < n && handled < max_events) {
+      const auto* d = list->Get(static_cast<flatbuffers::uoffset_t>(held_next++));
+      if (auto st = on_delivery(*d, handler, handled); !st) {
+        holding = held_next < n;
+        return st;
+      }
+    }
+    holding = held_next < n;
+    return {};
+  }
+
   void on_nack(std::uint64_t corr, const protocol::Nack& nack) {
     const std::string what =
         std::string(protocol::EnumNameErrorCode(nack.code())) +
@@ -280,6 +319,7 @@ struct Consumer::Impl {
       subscribe_corr = 0;
       unanswered_since.reset();
       pending_acks.clear();
+      holding = false;
       connect_at = after_backoff();
       update_stats([&](ConsumerStats& s) {
         s.subscribed = false;
@@ -426,6 +466,14 @@ struct Consumer::Impl {
                          " ms (poll() not called): subscribing again",
                      false);
       }
+      if (holding) {
+        // The rest of a DeliveryBatch the last poll() stopped inside, before any newer
+        // message.
+        auto st = handle_held(handler, handled, max_events);
+        flush_acks();
+        if (!st) return unexpected(st.error());
+        if (handled >= max_events) break;
+      }
       if (!socket && now >= connect_at) open_session();
       if (socket && now - last_ping >= hb) send_ping();
 
@@ -462,7 +510,7 @@ struct Consumer::Impl {
         while (socket && handled < max_events && !refusal &&
                socket->recv(msg, zmq::recv_flags::dontwait)) {
           got = true;
-          if (auto st = on_message(msg, handler, handled); !st) {
+          if (auto st = on_message(msg, handler, handled, max_events); !st) {
             flush_acks();
             return unexpected(st.error());
           }

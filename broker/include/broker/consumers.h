@@ -103,6 +103,9 @@ struct Delivery {
   // The LogRecord bytes, shared with the cache of recent records (each new event goes
   // to a dozen consumers or so). Never null.
   std::shared_ptr<const std::string> record;
+  // Deliveries per message the client asked for (Subscribe.batch, capped); 1: one
+  // Delivery per message. See delivery_frames.h.
+  std::uint32_t batch = 1;
 };
 
 struct RangePage {
@@ -120,6 +123,9 @@ struct ConsumersOptions {
   TimeMs client_timeout_ms = 15000;  // silent this long: detached
   std::size_t read_batch = 256;      // events read per consumer per pump turn
   std::uint32_t max_window = 10000;
+  // Subscribe.batch above this is taken as this: a message of 1000 small events is
+  // ~0.5 MiB, and more per message saves nothing measurable.
+  std::uint32_t max_delivery_batch = 1000;
   // Recent records kept in memory for delivery (fan-out reads each new event about a
   // dozen times): at most this many sequences and this many bytes.
   std::size_t record_cache_slots = 16384;
@@ -139,8 +145,12 @@ class Consumers {
   Status load();
 
   // ---- client commands ----
+  // `batch`: deliveries per message the client takes (0 and 1: one each; capped at
+  // options.max_delivery_batch). It changes only how deliveries are packed into
+  // messages, never what is delivered: the window still counts events.
   CommandResult<ConsumerStatus> subscribe(const ClientId& client, std::string_view owner,
-                                          const ConsumerSpec& spec, std::uint32_t window);
+                                          const ConsumerSpec& spec, std::uint32_t window,
+                                          std::uint32_t batch = 1);
   std::optional<CommandError> unsubscribe(const ClientId& client, std::string_view owner,
                                           std::string_view name);
   std::optional<CommandError> ack(std::string_view owner, std::string_view name,
