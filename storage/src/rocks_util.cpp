@@ -144,7 +144,21 @@ class StderrLogger final : public rocksdb::Logger {
 std::shared_ptr<rocksdb::Logger> stderr_logger() { return std::make_shared<StderrLogger>(); }
 
 Status RocksDb::resume() {
-  const auto s = db_->Resume();
+  // First wait until no flush or compaction is scheduled or running. RocksDB 7.8.3's
+  // Resume() returns as soon as a flush it started reports an error, while that flush's
+  // thread is still finishing; that thread could report its error again into the next
+  // Resume(), which then gave up on its own flush before that flush's thread had even
+  // started. Started outside any recovery, with the error still set, that thread returns
+  // without taking its request off the flush queue, and the column family stays marked
+  // as queued: no later flush of it is ever scheduled, and the Resume() after that waited
+  // forever (tests/storage/full_disk_test.cpp, "bit by bit"). Pausing waits for every
+  // scheduled job; continuing schedules nothing while the error stands (only a recovery
+  // may), so the Resume() below starts with no background job of an earlier attempt.
+  auto s = db_->PauseBackgroundWork();
+  if (!s.ok()) return unexpected(to_error(s, "wait for background work of " + dir_));
+  s = db_->ContinueBackgroundWork();
+  if (!s.ok()) return unexpected(to_error(s, "continue background work of " + dir_));
+  s = db_->Resume();
   if (s.ok()) return {};
   return unexpected(to_error(s, "resume writes to " + dir_));
 }

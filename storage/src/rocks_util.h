@@ -100,8 +100,9 @@ class RocksDb {
   // its background error state — until it is resumed. RocksDB's own recovery is turned
   // off for read-write opens (it polls free space every 5 s, unseen by the broker), so
   // the owner calls this, with a backoff, until it succeeds: it flushes the memtables to
-  // new files and a new write-ahead log, and clears the error. OK at once when no write
-  // has failed.
+  // new files and a new write-ahead log, and clears the error. It waits first for any
+  // flush or compaction still running (one of a failed attempt, say; see rocks_util.cpp
+  // for why). OK when no write has failed.
   // Errors: the write error again (kIoError) while its cause lasts; kBusy while a
   // recovery runs already.
   Status resume();
