@@ -196,7 +196,7 @@ std::string pending(const Outbox& box) {
   return out;
 }
 
-TEST_CASE("Outbox: a full disk fails enqueues cleanly; with space again they succeed, no reopen") {
+TEST_CASE("Outbox: a full disk fails enqueues cleanly, and with space again they succeed") {
   test::TempDir dir;
   auto disk = test::NoSpaceFs::make();
   std::uint64_t last_seq = 0;
@@ -309,7 +309,7 @@ void check_processed(const Inbox& inbox, const std::vector<EventId>& ids, std::s
   }
 }
 
-TEST_CASE("Inbox: a full disk fails commits cleanly; with space again they succeed, no reopen") {
+TEST_CASE("Inbox: a full disk fails commits cleanly, and with space again they succeed") {
   test::TempDir dir;
   auto disk = test::NoSpaceFs::make();
   std::vector<EventId> ids(8);
