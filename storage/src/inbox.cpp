@@ -97,8 +97,7 @@ class RocksInbox final : public Inbox {
     if (!s.ok()) return unexpected(to_error(s, "build inbox batch for " + db_->dir()));
     rocksdb::WriteOptions wo;
     wo.sync = true;
-    s = db_->db()->Write(wo, &batch);
-    if (!s.ok()) return unexpected(to_error(s, "commit to inbox " + db_->dir()));
+    if (auto st = db_->write(wo, &batch, "commit to inbox " + db_->dir()); !st) return st;
     count_.fetch_add(1);
     return {};
   }
@@ -155,8 +154,9 @@ class RocksInbox final : public Inbox {
       if (n == 0) return pruned;
       rocksdb::WriteOptions wo;
       wo.sync = false;  // a prune lost in a crash is redone by the next one
-      auto s = db_->db()->Write(wo, &batch);
-      if (!s.ok()) return unexpected(to_error(s, "prune inbox " + db_->dir()));
+      if (auto st = db_->write(wo, &batch, "prune inbox " + db_->dir()); !st) {
+        return unexpected(st.error());
+      }
       count_.fetch_sub(n);
       pruned += n;
     }
@@ -192,7 +192,10 @@ class RocksInbox final : public Inbox {
 
 }  // namespace
 
-Result<std::unique_ptr<Inbox>> Inbox::open(const std::string& dir) {
+Result<std::unique_ptr<Inbox>> Inbox::open(const std::string& dir) { return open(dir, nullptr); }
+
+Result<std::unique_ptr<Inbox>> Inbox::open(const std::string& dir,
+                                           std::shared_ptr<rocksdb::Env> env) {
   auto cache = rocksdb::NewLRUCache(8 << 20);
   constexpr std::size_t kWriteBuffer = 8 << 20;
   detail::OpenSpec spec;
@@ -200,6 +203,7 @@ Result<std::unique_ptr<Inbox>> Inbox::open(const std::string& dir) {
   spec.store = "inbox";
   spec.format_version = kFormatVersion;
   spec.db_options = detail::db_options();
+  spec.env = std::move(env);
   spec.cfs = {
       {rocksdb::kDefaultColumnFamilyName,
        detail::column_family_options(cache, detail::Bloom::kNo, 1 << 20)},

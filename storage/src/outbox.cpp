@@ -119,7 +119,10 @@ class Outbox::Impl {
 Outbox::Outbox(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Outbox::~Outbox() = default;
 
-Result<std::unique_ptr<Outbox>> Outbox::open(const std::string& dir) {
+Result<std::unique_ptr<Outbox>> Outbox::open(const std::string& dir) { return open(dir, nullptr); }
+
+Result<std::unique_ptr<Outbox>> Outbox::open(const std::string& dir,
+                                             std::shared_ptr<rocksdb::Env> env) {
   auto cache = rocksdb::NewLRUCache(8 << 20);
   constexpr std::size_t kWriteBuffer = 8 << 20;
   detail::OpenSpec spec;
@@ -127,6 +130,7 @@ Result<std::unique_ptr<Outbox>> Outbox::open(const std::string& dir) {
   spec.store = "outbox";
   spec.format_version = kFormatVersion;
   spec.db_options = detail::db_options();
+  spec.env = std::move(env);
   spec.cfs = {
       {rocksdb::kDefaultColumnFamilyName,
        detail::column_family_options(cache, detail::Bloom::kNo, 1 << 20)},
@@ -180,8 +184,9 @@ Result<std::vector<std::uint64_t>> Outbox::enqueue(
   if (!s.ok()) return unexpected(to_error(s, "build outbox batch for " + db.dir()));
   rocksdb::WriteOptions wo;
   wo.sync = true;
-  s = db.db()->Write(wo, &batch);
-  if (!s.ok()) return unexpected(to_error(s, "enqueue to outbox " + db.dir()));
+  if (auto st = db.write(wo, &batch, "enqueue to outbox " + db.dir()); !st) {
+    return unexpected(st.error());
+  }
   impl_->pending_count.fetch_add(events.size());
   return seqs;
 }
@@ -227,8 +232,7 @@ Status Outbox::remove(std::span<const std::uint64_t> local_seqs) {
   }
   rocksdb::WriteOptions wo;
   wo.sync = false;  // a lost delete means one resend, absorbed by the broker's dedup
-  auto s = db.db()->Write(wo, &batch);
-  if (!s.ok()) return unexpected(to_error(s, "remove from outbox " + db.dir()));
+  if (auto st = db.write(wo, &batch, "remove from outbox " + db.dir()); !st) return st;
   impl_->pending_count.fetch_sub(present.size());
   return {};
 }
@@ -250,8 +254,7 @@ Status Outbox::refuse(std::uint64_t local_seq, const Refusal& why) {
   if (!s.ok()) return unexpected(to_error(s, "build outbox batch for " + db.dir()));
   rocksdb::WriteOptions wo;
   wo.sync = true;
-  s = db.db()->Write(wo, &batch);
-  if (!s.ok()) return unexpected(to_error(s, "refuse in outbox " + db.dir()));
+  if (auto st = db.write(wo, &batch, "refuse in outbox " + db.dir()); !st) return st;
   impl_->pending_count.fetch_sub(1);
   impl_->refused_count.fetch_add(1);
   return {};
@@ -289,8 +292,7 @@ Status Outbox::clear_refused() {
   if (!s.ok()) return unexpected(to_error(s, "build outbox batch for " + db.dir()));
   rocksdb::WriteOptions wo;
   wo.sync = true;
-  s = db.db()->Write(wo, &batch);
-  if (!s.ok()) return unexpected(to_error(s, "clear refused in outbox " + db.dir()));
+  if (auto st = db.write(wo, &batch, "clear refused in outbox " + db.dir()); !st) return st;
   impl_->refused_count.store(0);
   return {};
 }

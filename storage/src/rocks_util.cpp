@@ -143,10 +143,79 @@ class StderrLogger final : public rocksdb::Logger {
 
 std::shared_ptr<rocksdb::Logger> stderr_logger() { return std::make_shared<StderrLogger>(); }
 
+rocksdb::Status RocksDb::resume_db() {
+  // First wait until no flush or compaction is scheduled or running. RocksDB 7.8.3's
+  // Resume() returns as soon as a flush it started reports an error, while that flush's
+  // thread is still finishing; that thread could report its error again into the next
+  // Resume(), which then gave up on its own flush before that flush's thread had even
+  // started. Started outside any recovery, with the error still set, that thread returns
+  // without taking its request off the flush queue, and the column family stays marked
+  // as queued: no later flush of it is ever scheduled, and the Resume() after that waited
+  // forever (tests/storage/full_disk_test.cpp, "bit by bit"). Pausing waits for every
+  // scheduled job; continuing schedules nothing while the error stands (only a recovery
+  // may), so the Resume() below starts with no background job of an earlier attempt.
+  auto s = db_->PauseBackgroundWork();
+  if (s.ok()) s = db_->ContinueBackgroundWork();
+  if (s.ok()) s = db_->Resume();
+  return s;
+}
+
 Status RocksDb::resume() {
-  const auto s = db_->Resume();
+  const auto s = resume_db();
   if (s.ok()) return {};
   return unexpected(to_error(s, "resume writes to " + dir_));
+}
+
+Status RocksDb::write(const rocksdb::WriteOptions& wo, rocksdb::WriteBatch* batch,
+                      std::string_view what) {
+  if (refusing_.load()) {
+    if (auto st = recover(); !st) {
+      return unexpected(st.error().code, std::string(what) + ": " + st.error().message);
+    }
+  }
+  const auto s = db_->Write(wo, batch);
+  if (s.ok()) return {};
+  // NoSpace is an IOError too. Other failures (a batch too large) leave RocksDB writable.
+  if (s.IsIOError()) note_failed_write(s);
+  return unexpected(to_error(s, what));
+}
+
+void RocksDb::note_failed_write(const rocksdb::Status& s) {
+  std::lock_guard lock(recover_mu_);
+  if (refusing_.load()) return;  // refused already: the first failure is the one to tell
+  failure_ = s.ToString();
+  last_resume_error_.clear();
+  resume_backoff_ = std::chrono::milliseconds(0);
+  next_resume_ = std::chrono::steady_clock::now();  // the next write tries at once
+  resume_attempts_ = 0;
+  refusing_.store(true);
+}
+
+Status RocksDb::recover() {
+  std::lock_guard lock(recover_mu_);
+  if (!refusing_.load()) return {};  // another write resumed meanwhile
+  const auto now = std::chrono::steady_clock::now();
+  const auto refused = [&](std::string_view why) {
+    return unexpected(Errc::kIoError,
+                      "refused since a write failed (" + failure_ + "); " + std::string(why));
+  };
+  if (now < next_resume_) {
+    const auto wait =
+        std::chrono::duration_cast<std::chrono::milliseconds>(next_resume_ - now).count();
+    return refused("resume attempt " + std::to_string(resume_attempts_) + " failed: " +
+                   last_resume_error_ + "; next attempt in " + std::to_string(wait) + " ms");
+  }
+  ++resume_attempts_;
+  const auto s = resume_db();
+  if (s.ok()) {
+    refusing_.store(false);
+    return {};
+  }
+  last_resume_error_ = s.ToString();
+  resume_backoff_ = std::clamp(resume_backoff_ * 2, kFirstResumeBackoff, kMaxResumeBackoff);
+  next_resume_ = now + resume_backoff_;
+  return refused("resume attempt " + std::to_string(resume_attempts_) +
+                 " failed: " + last_resume_error_);
 }
 
 rocksdb::ColumnFamilyOptions column_family_options(const std::shared_ptr<rocksdb::Cache>& cache,

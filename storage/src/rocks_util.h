@@ -5,9 +5,12 @@
 // Thread-safety: RocksDb is as thread-safe as rocksdb::DB (fully); the rest are pure.
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <string_view>
@@ -100,14 +103,39 @@ class RocksDb {
   // its background error state — until it is resumed. RocksDB's own recovery is turned
   // off for read-write opens (it polls free space every 5 s, unseen by the broker), so
   // the owner calls this, with a backoff, until it succeeds: it flushes the memtables to
-  // new files and a new write-ahead log, and clears the error. OK at once when no write
-  // has failed.
+  // new files and a new write-ahead log, and clears the error. It waits first for any
+  // flush or compaction still running (one of a failed attempt, say; see rocks_util.cpp
+  // for why). OK when no write has failed.
   // Errors: the write error again (kIoError) while its cause lasts; kBusy while a
   // recovery runs already.
   Status resume();
 
+  // Writes `batch` for a store that has no owner to call resume() (the outbox, the
+  // inbox): after a write failed with an I/O error (a full disk), the next write resumes
+  // first, and again at most every kMaxResumeBackoff while resuming fails (from 50 ms,
+  // doubling): once there is space again a write succeeds with no reopen. A write that
+  // is refused meanwhile writes nothing.
+  // Errors: the write's own (to_error, prefixed with `what`); kIoError while writes are
+  // refused, with the failure that started it and the last resume's error.
+  Status write(const rocksdb::WriteOptions& wo, rocksdb::WriteBatch* batch, std::string_view what);
+  static constexpr std::chrono::milliseconds kFirstResumeBackoff{50};
+  static constexpr std::chrono::milliseconds kMaxResumeBackoff{1000};
+
  private:
   friend Result<std::unique_ptr<RocksDb>> open_rocks(const OpenSpec& spec);
+  // write(): whether a write failed and no resume succeeded since (read unlocked on
+  // every write), and the rest guarded by recover_mu_.
+  rocksdb::Status resume_db();
+  Status recover();
+  void note_failed_write(const rocksdb::Status& s);
+  std::atomic<bool> refusing_{false};
+  std::mutex recover_mu_;
+  std::string failure_;  // the write error that started the refusal
+  std::string last_resume_error_;
+  std::chrono::steady_clock::time_point next_resume_{};
+  std::chrono::milliseconds resume_backoff_{0};
+  int resume_attempts_ = 0;
+
   std::shared_ptr<rocksdb::Env> env_;  // destroyed after the database is closed
   rocksdb::DB* db_ = nullptr;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // spec order, then foreign ones

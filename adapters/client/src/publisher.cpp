@@ -5,6 +5,7 @@
 #include <optional>
 #include <random>
 #include <thread>
+#include <vector>
 
 #include <flatbuffers/flatbuffers.h>
 #include <sys/eventfd.h>
@@ -77,6 +78,9 @@ struct Publisher::Impl {
   SteadyClock::time_point retry_at{};         // ...once this time has come
   std::chrono::milliseconds backoff{0};
   std::mt19937 rng{std::random_device{}()};
+  // ACKed, but their removal from the outbox failed (after a failed write, a full disk,
+  // the outbox refuses writes until it resumes): removed again every loop turn.
+  std::vector<std::uint64_t> unremoved;
 
   ~Impl() {
     if (wake_fd >= 0) ::close(wake_fd);
@@ -194,8 +198,8 @@ struct Publisher::Impl {
   }
 
   bool has_unsent() const {
-    return resend_needed ||
-           (in_flight.size() < opt.window && outbox->pending_count() > in_flight.size());
+    return resend_needed || (in_flight.size() < opt.window &&
+                             outbox->pending_count() > in_flight.size() + unremoved.size());
   }
 
   void handle(const zmq::message_t& msg, std::vector<std::uint64_t>& removed,
@@ -252,6 +256,7 @@ struct Publisher::Impl {
       next_from = first->front().local_seq;
     }
     while (!stop.load()) {
+      if (!unremoved.empty() && outbox->remove(unremoved)) unremoved.clear();
       auto now = SteadyClock::now();
       if (reconnect_at && now >= *reconnect_at) {
         reconnect_at.reset();
@@ -312,7 +317,10 @@ struct Publisher::Impl {
         zmq::message_t msg;
         while (socket->recv(msg, zmq::recv_flags::dontwait)) handle(msg, removed, outcomes);
         if (!removed.empty()) {
-          if (auto st = outbox->remove(removed); !st) note_error(st.error().to_string());
+          if (auto st = outbox->remove(removed); !st) {
+            note_error(st.error().to_string());
+            unremoved.insert(unremoved.end(), removed.begin(), removed.end());
+          }
         }
         {
           std::lock_guard lock(mu);

@@ -31,6 +31,10 @@
 #include <common/ids.h>
 #include <common/result.h>
 
+namespace rocksdb {
+class Env;
+}
+
 namespace kolabus::storage {
 
 class Inbox {
@@ -50,6 +54,10 @@ class Inbox {
   // Errors: kBusy when another process or handle has it open; kInvalidArgument for a
   // newer format version or a different kind of store; kCorruption; kIoError.
   static Result<std::unique_ptr<Inbox>> open(const std::string& dir);
+  // Tests only: the same, with all file I/O through `env` (rocksdb::NewCompositeEnv over
+  // a FileSystemWrapper that fails writes on demand; null: the default).
+  static Result<std::unique_ptr<Inbox>> open(const std::string& dir,
+                                             std::shared_ptr<rocksdb::Env> env);
   virtual ~Inbox() = default;
 
   // The sequence under which `id` was processed, or nullopt if it was not (or its mark
@@ -64,7 +72,10 @@ class Inbox {
   // at once), nothing is written, the txn's writes are dropped and commit succeeds: the
   // first commit's effects stand, once.
   // REQUIRES: txn came from this inbox's begin(); now >= 0 (checked, aborts).
-  // Errors: kIoError (nothing was written; the handler's work should be retried).
+  // Errors: kIoError (nothing was written; the handler's work should be retried). After
+  // a write failed with an I/O error (a full disk), every commit and prune fails until
+  // RocksDB resumes; the next one tries that, then one every 50 ms to 1 s while it
+  // fails: once there is space again, commits succeed with no reopen.
   virtual Status commit(std::unique_ptr<Txn> txn, const EventId& id, std::uint64_t sequence,
                         TimeMs now) = 0;
 

@@ -30,6 +30,10 @@
 #include <common/ids.h>
 #include <common/result.h>
 
+namespace rocksdb {
+class Env;
+}
+
 namespace kolabus::storage {
 
 struct OutboxEntry {
@@ -59,6 +63,10 @@ class Outbox {
   // Errors: kBusy when another process or handle has it open; kInvalidArgument for a
   // newer format version or a different kind of store; kCorruption; kIoError.
   static Result<std::unique_ptr<Outbox>> open(const std::string& dir);
+  // Tests only: the same, with all file I/O through `env` (rocksdb::NewCompositeEnv over
+  // a FileSystemWrapper that fails writes on demand; null: the default).
+  static Result<std::unique_ptr<Outbox>> open(const std::string& dir,
+                                              std::shared_ptr<rocksdb::Env> env);
 
   ~Outbox();
   Outbox(const Outbox&) = delete;
@@ -67,6 +75,10 @@ class Outbox {
   // Durably appends events in order (one synced write for the whole batch); returns
   // their local sequence numbers. An empty batch returns an empty vector and writes
   // nothing. On error nothing is stored (the numbers it would have used are skipped).
+  // After a write failed with an I/O error (a full disk), every write (enqueue, remove,
+  // refuse, clear_refused) fails until RocksDB resumes; the next write tries that, then
+  // one write every 50 ms to 1 s while it fails: once there is space again, writes
+  // succeed with no reopen.
   Result<std::vector<std::uint64_t>> enqueue(std::span<const std::span<const std::uint8_t>> events);
 
   // Up to `max` pending entries with local_seq >= from, in local_seq order.
