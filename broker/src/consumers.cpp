@@ -773,13 +773,17 @@ std::optional<CommandError> Consumers::ack(std::string_view owner, std::string_v
     auto it = c->in_flight.find(seq);
     if (it == c->in_flight.end()) continue;  // acknowledged already, or before a seek
     s_->release(*c, it->second);
-    if (it->second.redrive) {
+    const bool redrive = it->second.redrive;
+    c->in_flight.erase(it);
+    if (redrive) {
       s_->dead_removed.emplace_back(c->key, seq);
       if (c->dead_count > 0) c->dead_count--;
-    } else {
+    } else if (seq >= c->cursor || (!c->in_flight.empty() && seq > c->in_flight.begin()->first)) {
+      // Not yet at or below the floor. One that is (every in-flight entry and the
+      // cursor lie above it: the in-order case) would leave the set again in settle()
+      // below, the floor only rising while acknowledgements are taken: no node for it.
       c->acked_above.insert(seq);
     }
-    c->in_flight.erase(it);
     c->due.erase(seq);
     c->dirty = true;
   }
