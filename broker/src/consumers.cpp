@@ -160,14 +160,24 @@ class RecordCache {
   std::shared_ptr<const std::string> put(std::uint64_t seq, std::string_view bytes) {
     Slot& s = slots_[seq % slots_.size()];
     if (s.seq == seq) return s.bytes;
-    auto fresh = std::make_shared<const std::string>(bytes);
-    if (s.bytes) bytes_ -= s.bytes->size();
+    std::shared_ptr<std::string> fresh;
+    if (s.bytes) bytes_ -= s.bytes->capacity();
+    if (s.bytes.use_count() == 1) {
+      // No delivery holds the record this slot had (the usual case: it was sent long
+      // ago): its string takes the new bytes, with no allocation or free. Only the
+      // broker's loop thread holds these pointers, so the count is exact.
+      fresh = std::move(s.bytes);
+      fresh->assign(bytes);
+    } else {
+      fresh = std::make_shared<std::string>(bytes);
+    }
     s.seq = 0;
     s.bytes.reset();
-    if (bytes_ + bytes.size() <= max_bytes_) {
+    // Counted by capacity: a reused string may have more than the record's size.
+    if (bytes_ + fresh->capacity() <= max_bytes_) {
       s.seq = seq;
       s.bytes = fresh;
-      bytes_ += bytes.size();
+      bytes_ += fresh->capacity();
     }
     return fresh;
   }
@@ -181,7 +191,8 @@ class RecordCache {
  private:
   struct Slot {
     std::uint64_t seq = 0;
-    std::shared_ptr<const std::string> bytes;
+    // Not const: put() reuses a string no one else holds. Handed out as const.
+    std::shared_ptr<std::string> bytes;
   };
   std::vector<Slot> slots_;
   std::size_t bytes_ = 0;  // held by the slots (a delivery may hold a record longer)
@@ -773,13 +784,17 @@ std::optional<CommandError> Consumers::ack(std::string_view owner, std::string_v
     auto it = c->in_flight.find(seq);
     if (it == c->in_flight.end()) continue;  // acknowledged already, or before a seek
     s_->release(*c, it->second);
-    if (it->second.redrive) {
+    const bool redrive = it->second.redrive;
+    c->in_flight.erase(it);
+    if (redrive) {
       s_->dead_removed.emplace_back(c->key, seq);
       if (c->dead_count > 0) c->dead_count--;
-    } else {
+    } else if (seq >= c->cursor || (!c->in_flight.empty() && seq > c->in_flight.begin()->first)) {
+      // Not yet at or below the floor. One that is (every in-flight entry and the
+      // cursor lie above it: the in-order case) would leave the set again in settle()
+      // below, the floor only rising while acknowledgements are taken: no node for it.
       c->acked_above.insert(seq);
     }
-    c->in_flight.erase(it);
     c->due.erase(seq);
     c->dirty = true;
   }
