@@ -2,30 +2,14 @@
 #include <string_view>
 #include <tuple>
 
+#include "response_frames.h"
 #include <broker/delivery_frames.h>
 #include <schemas/protocol_generated.h>
 
 namespace kolabus::broker {
 
-namespace {
-
-constexpr std::uint16_t kProtocolVersion = 1;
-
-flatbuffers::Offset<flatbuffers::Vector<std::uint8_t>> nested(flatbuffers::FlatBufferBuilder& fbb,
-                                                              std::string_view bytes) {
-  // A nested FlatBuffer stays 8-byte aligned inside its parent.
-  fbb.ForceVectorAlignment(bytes.size(), sizeof(std::uint8_t), 8);
-  return fbb.CreateVector(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size());
-}
-
-template <typename T>
-flatbuffers::DetachedBuffer finish(flatbuffers::FlatBufferBuilder& fbb, protocol::Reply type,
-                                   flatbuffers::Offset<T> body) {
-  fbb.Finish(protocol::CreateResponse(fbb, kProtocolVersion, 0, type, body.Union()));
-  return fbb.Release();
-}
-
-}  // namespace
+using frames::finish;
+using frames::nested;
 
 std::vector<std::vector<const Delivery*>> group_deliveries(
     std::span<const Delivery* const> deliveries, std::size_t max_bytes) {
@@ -61,7 +45,7 @@ flatbuffers::DetachedBuffer delivery_frame(std::span<const Delivery* const> grou
     flatbuffers::FlatBufferBuilder fbb(d.record->size() + 128);
     auto record = nested(fbb, *d.record);
     auto consumer = fbb.CreateString(d.consumer);
-    return finish(fbb, protocol::Reply::Delivery,
+    return finish(fbb, 0, protocol::Reply::Delivery,
                   protocol::CreateDelivery(fbb, consumer, d.sequence.value, d.attempt, record));
   }
   std::size_t size = 128 + group.front()->consumer.size();
@@ -75,7 +59,7 @@ flatbuffers::DetachedBuffer delivery_frame(std::span<const Delivery* const> grou
   }
   auto list = fbb.CreateVector(items);
   auto consumer = fbb.CreateString(group.front()->consumer);
-  return finish(fbb, protocol::Reply::DeliveryBatch,
+  return finish(fbb, 0, protocol::Reply::DeliveryBatch,
                 protocol::CreateDeliveryBatch(fbb, consumer, list));
 }
 

@@ -20,6 +20,7 @@
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
+#include "response_frames.h"
 #include <broker/delivery_frames.h>
 #include <broker/server.h>
 #include <schemas/log_generated.h>
@@ -34,7 +35,9 @@ namespace {
 using protocol::ErrorCode;
 using Clock = std::chrono::steady_clock;
 
-constexpr std::uint16_t kProtocolVersion = 1;
+using frames::finish;
+using frames::kProtocolVersion;
+using frames::nested;
 
 // A message as received: the routing envelope (identity, plus the empty delimiter
 // of a REQ client) and the body frame.
@@ -102,20 +105,6 @@ flatbuffers::Offset<protocol::ConsumerInfo> build_info(flatbuffers::FlatBufferBu
   return protocol::CreateConsumerInfo(fbb, name, owner, config, st.ack_floor, st.next_sequence,
                                       st.pending, st.lag, st.oldest_unacked_age_ms, st.clients,
                                       st.dead_letters, st.created);
-}
-
-flatbuffers::Offset<flatbuffers::Vector<std::uint8_t>> nested(flatbuffers::FlatBufferBuilder& fbb,
-                                                              std::string_view bytes) {
-  // A nested FlatBuffer stays 8-byte aligned inside its parent.
-  fbb.ForceVectorAlignment(bytes.size(), sizeof(std::uint8_t), 8);
-  return fbb.CreateVector(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size());
-}
-
-template <typename T>
-flatbuffers::DetachedBuffer finish(flatbuffers::FlatBufferBuilder& fbb, std::uint64_t corr,
-                                   protocol::Reply type, flatbuffers::Offset<T> body) {
-  fbb.Finish(protocol::CreateResponse(fbb, kProtocolVersion, corr, type, body.Union()));
-  return fbb.Release();
 }
 
 flatbuffers::DetachedBuffer done_response(std::uint64_t corr, std::uint64_t count) {
