@@ -95,6 +95,7 @@ int main(int argc, char** argv) {
   std::string only, systems_arg, json_file, work_dir, broker, perf_dir;
   std::uint64_t events = 0, seed = 1;
   int latency_rounds = 0;
+  std::vector<std::uint64_t> latency_rates;
   app.add_flag("--quick", quick, "CI-sized run (well under a minute) instead of the full one");
   app.add_option("--only", only,
                  "scenarios to run, comma-separated: publish,latency,catchup,fanout,startup "
@@ -110,6 +111,11 @@ int main(int argc, char** argv) {
                  "rounds of the latency scenario, the systems taking turns; each figure is "
                  "the median of its rounds (default: 3, or 1 with --quick)")
       ->check(CLI::Range(1, 99));
+  app.add_option("--latency-rates", latency_rates,
+                 "rates of the latency scenario, events/s, comma-separated (default: "
+                 "1000,5000,20000, or 5000 with --quick)")
+      ->delimiter(',')
+      ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1000000}));
   app.add_option("--json", json_file, "also write the results as JSON to this file");
   app.add_option("--work-dir", work_dir,
                  "where servers keep their data (kept afterwards, and start-up data reused); "
@@ -237,6 +243,7 @@ int main(int argc, char** argv) {
   BenchContext ctx;
   ctx.quick = quick;
   ctx.latency_rounds = latency_rounds;
+  ctx.latency_rates = latency_rates;
   ctx.events = events;
   ctx.delivery_batch = delivery_batch;
   ctx.work_dir = work_dir;

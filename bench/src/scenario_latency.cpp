@@ -163,8 +163,10 @@ Table run_latency(BenchContext& ctx) {
       "end-to-end latency at a fixed rate, publisher send -> consumer handler, ms "
       "(lower is better)";
   t.systems = ctx.systems;
-  const std::vector<std::uint64_t> rates =
-      ctx.quick ? std::vector<std::uint64_t>{5000} : std::vector<std::uint64_t>{1000, 5000, 20000};
+  const std::vector<std::uint64_t> rates = !ctx.latency_rates.empty() ? ctx.latency_rates
+                                           : ctx.quick
+                                               ? std::vector<std::uint64_t>{5000}
+                                               : std::vector<std::uint64_t>{1000, 5000, 20000};
   const int seconds = ctx.quick ? 1 : 10;
   // Rounds, the systems taking turns in each: a burst of load from elsewhere on a
   // shared machine then falls on one round of one system, and the median round

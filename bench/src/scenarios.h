@@ -33,6 +33,8 @@ struct BenchContext {
   bool quick = false;
   std::uint64_t events = 0;  // --events: overrides each scenario's main count (0: default)
   int latency_rounds = 0;    // --latency-rounds (0: 3 in the full run, 1 in --quick)
+  // --latency-rates: events/s of the latency scenario (empty: 1k, 5k, 20k; 5k in --quick)
+  std::vector<std::uint64_t> latency_rates;
   // --delivery-batch: kolabus consumers' Subscribe.batch in catch-up and fan-out (the
   // client library's default, 128; 1: one Delivery per message).
   std::uint32_t delivery_batch = 128;
