@@ -7,9 +7,8 @@
 
 namespace kolabus::storage {
 
-Status MemoryEventLog::append(std::span<const AppendRecord> records,
-                              std::span<const AuditEntry> audit) {
-  std::unique_lock lock(mu_);
+Status MemoryEventLog::write(std::span<const AppendRecord> records,
+                             std::span<const AuditEntry> audit) {
   detail::check_append_preconditions(records, Sequence{next_seq_});
   for (const auto& r : records) KOLABUS_CHECK(ids_.count(r.id) == 0);
   if (!audit.empty()) detail::check_audit_preconditions(audit, audit_head_);
@@ -29,7 +28,33 @@ Status MemoryEventLog::append(std::span<const AppendRecord> records,
   return {};
 }
 
+Status MemoryEventLog::append(std::span<const AppendRecord> records,
+                              std::span<const AuditEntry> audit) {
+  std::unique_lock lock(mu_);
+  if (auto st = write(records, audit); !st) return st;
+  durable_ = next_seq_;
+  return {};
+}
+
+Status MemoryEventLog::append_unsynced(std::span<const AppendRecord> records,
+                                       std::span<const AuditEntry> audit) {
+  std::unique_lock lock(mu_);
+  return write(records, audit);
+}
+
+Result<Sequence> MemoryEventLog::sync() {
+  std::unique_lock lock(mu_);
+  if (fail_syncs_.load()) return unexpected(Errc::kIoError, "injected sync failure");
+  durable_ = next_seq_;
+  return Sequence{durable_};
+}
+
 Sequence MemoryEventLog::next_sequence() const {
+  std::shared_lock lock(mu_);
+  return Sequence{durable_};
+}
+
+Sequence MemoryEventLog::appended_end() const {
   std::shared_lock lock(mu_);
   return Sequence{next_seq_};
 }
@@ -54,7 +79,8 @@ Status MemoryEventLog::scan(Sequence from, std::size_t max,
   std::vector<std::pair<std::uint64_t, std::string>> hits;
   {
     std::shared_lock lock(mu_);
-    for (auto it = log_.lower_bound(from.value); it != log_.end() && hits.size() < max; ++it) {
+    for (auto it = log_.lower_bound(from.value);
+         it != log_.end() && it->first < durable_ && hits.size() < max; ++it) {
       hits.emplace_back(it->first, it->second);
     }
   }
@@ -78,7 +104,9 @@ Status MemoryEventLog::scan_region(std::string_view prefix, Sequence from, std::
       const auto& v = it->second;
       auto first = std::lower_bound(v.begin(), v.end(), from,
                                     [](const RegionHit& h, Sequence s) { return h.seq < s; });
-      for (; first != v.end() && hits.size() < max; ++first) hits.push_back(*first);
+      for (; first != v.end() && first->seq.value < durable_ && hits.size() < max; ++first) {
+        hits.push_back(*first);
+      }
     }
   }
   for (const auto& h : hits) {

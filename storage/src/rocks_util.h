@@ -97,6 +97,14 @@ class RocksDb {
   rocksdb::DB* db() const { return db_; }
   // The handle of spec.cfs[i]; null only for a kOptional one missing in a read-only open.
   rocksdb::ColumnFamilyHandle* cf(std::size_t i) const { return handles_[i]; }
+  // Every open column family (none skipped: a writable open skips none).
+  std::vector<rocksdb::ColumnFamilyHandle*> open_cfs() const {
+    std::vector<rocksdb::ColumnFamilyHandle*> out;
+    for (auto* h : handles_) {
+      if (h != nullptr) out.push_back(h);
+    }
+    return out;
+  }
   const std::string& dir() const { return dir_; }
 
   // After a failed write (a full disk, a failed fsync) RocksDB refuses every write —

@@ -213,7 +213,8 @@ class RocksEventLog final : public EventLog {
       : db_(std::move(db)),
         sync_(sync),
         mode_(mode),
-        next_seq_(next),
+        appended_(next),
+        durable_(next),
         audit_(*db_, mode, audit_head) {}
 
   AuditLog& audit() override { return audit_; }
@@ -221,47 +222,50 @@ class RocksEventLog final : public EventLog {
 
   using EventLog::append;
   Status append(std::span<const AppendRecord> records, std::span<const AuditEntry> audit) override {
-    if (mode_ == detail::OpenMode::kReadOnly) {
-      return unexpected(Errc::kInvalidArgument, "event log " + db_->dir() + " is open read-only");
-    }
-    detail::check_append_preconditions(records, Sequence{next_seq_.load()});
-    if (!audit.empty()) detail::check_audit_preconditions(audit, audit_.head());
-    // No id is present: the caller has checked (Core, with find_id, just before). Not
-    // looked up again here: a second read per id cost 9 % of the publish path.
-
-    // One batch: a crash never leaves a record without its id or region entries.
-    rocksdb::WriteBatch batch;
-    runs_.clear();
-    for (const auto& r : records) {
-      const std::string seq = encode_be64(r.seq.value);
-      auto s = batch.Put(db_->cf(kLog), seq, detail::as_slice(r.record));
-      if (s.ok()) s = batch.Put(db_->cf(kIds), r.id.as_key(), seq);
-      if (!s.ok()) return unexpected(to_error(s, "build append batch for " + db_->dir()));
-      for (auto p : detail::distinct_region_prefixes(r.regions)) runs_.add(p, r.seq.value, r.kind);
-    }
-    // One region index entry per prefix for the whole append, not one per event: a
-    // group commit of 1,000 Medan events writes about 175 entries instead of 4,000, and
-    // memtable inserts were half of the publish path.
-    for (const auto& run : runs_.runs()) {
-      auto s = batch.Put(db_->cf(kRegions), run.key, run.value);
-      if (!s.ok()) return unexpected(to_error(s, "build append batch for " + db_->dir()));
-    }
-    if (!audit.empty()) {
-      auto s = put_audit(*db_, batch, audit);
-      if (!s.ok()) return unexpected(to_error(s, "build append batch for " + db_->dir()));
-    }
-    rocksdb::WriteOptions wo;
-    wo.sync = sync_;
-    auto s = db_->db()->Write(wo, &batch);
-    // After a failed write RocksDB may refuse further writes until the log is reopened
-    // (its background error state); the caller should treat this as fatal for writing.
-    if (!s.ok()) return unexpected(to_error(s, "append to event log " + db_->dir()));
-    next_seq_.fetch_add(records.size());
-    if (!audit.empty()) audit_.moved({audit.back().index, audit.back().hash});
+    if (auto st = write(records, audit, sync_); !st) return st;
+    // A synced write also syncs every earlier write: the log is one sequence.
+    advance(durable_, appended_.load());
     return {};
   }
 
-  Sequence next_sequence() const override { return Sequence{next_seq_.load()}; }
+  Status append_unsynced(std::span<const AppendRecord> records,
+                         std::span<const AuditEntry> audit) override {
+    if (auto st = write(records, audit, false); !st) return st;
+    if (!sync_) advance(durable_, appended_.load());
+    return {};
+  }
+
+  Result<Sequence> sync() override {
+    const std::uint64_t target = appended_.load();
+    if (!sync_) {
+      advance(durable_, target);
+      return Sequence{durable_.load()};
+    }
+    if (sync_failed_.load()) {
+      // What the failed fsync covered may or may not be on the disk. The records are
+      // still in the memtables: a flush writes them to table files, synced.
+      rocksdb::FlushOptions fo;
+      fo.wait = true;
+      fo.allow_write_stall = true;
+      auto s = db_->db()->Flush(fo, db_->open_cfs());
+      if (!s.ok()) {
+        return unexpected(to_error(s, "flush " + db_->dir() + " after a failed WAL sync"));
+      }
+      sync_failed_.store(false);
+      advance(durable_, target);
+      return Sequence{durable_.load()};
+    }
+    auto s = db_->db()->SyncWAL();
+    if (!s.ok()) {
+      sync_failed_.store(true);
+      return unexpected(to_error(s, "sync the write-ahead log of " + db_->dir()));
+    }
+    advance(durable_, target);
+    return Sequence{durable_.load()};
+  }
+
+  Sequence next_sequence() const override { return Sequence{durable_.load()}; }
+  Sequence appended_end() const override { return Sequence{appended_.load()}; }
 
   Result<std::optional<Sequence>> find_id(const EventId& id) const override {
     rocksdb::PinnableSlice v;
@@ -286,9 +290,14 @@ class RocksEventLog final : public EventLog {
 
   Status scan(Sequence from, std::size_t max,
               const std::function<bool(Sequence, std::string_view)>& fn) const override {
-    if (max == 0) return {};
-    std::unique_ptr<rocksdb::Iterator> it(
-        db_->db()->NewIterator(rocksdb::ReadOptions(), db_->cf(kLog)));
+    const std::uint64_t end = durable_.load();
+    if (max == 0 || from.value >= end) return {};
+    // Unsynced records may follow in the memtable: the iterator stops before them.
+    const std::string upper = encode_be64(end);
+    rocksdb::Slice upper_slice(upper);
+    rocksdb::ReadOptions ro;
+    ro.iterate_upper_bound = &upper_slice;
+    std::unique_ptr<rocksdb::Iterator> it(db_->db()->NewIterator(ro, db_->cf(kLog)));
     std::size_t n = 0;
     for (it->Seek(encode_be64(from.value)); it->Valid(); it->Next()) {
       const auto k = it->key();
@@ -310,7 +319,8 @@ class RocksEventLog final : public EventLog {
       return unexpected(Errc::kInvalidArgument,
                         "region prefix '" + std::string(prefix) + "' is not 2, 4, 6 or 10 digits");
     }
-    if (max == 0) return {};
+    const std::uint64_t end = durable_.load();
+    if (max == 0 || from.value >= end) return {};
     const std::string head = region_key_prefix(prefix);
     // Keys under one prefix are contiguous and all head.size() + 8 bytes long. The upper
     // bound is head with its last byte incremented: the last byte is a digit, so it
@@ -344,6 +354,7 @@ class RocksEventLog final : public EventLog {
       RegionHit hit;
       while (run.next(hit)) {
         if (hit.seq.value < from.value) continue;
+        if (hit.seq.value >= end) return {};  // not synced yet
         if (!fn(hit)) return {};
         if (++n == max) return {};
       }
@@ -356,12 +367,71 @@ class RocksEventLog final : public EventLog {
   }
 
  private:
+  // The one write of append() and append_unsynced().
+  Status write(std::span<const AppendRecord> records, std::span<const AuditEntry> audit,
+               bool sync) {
+    if (mode_ == detail::OpenMode::kReadOnly) {
+      return unexpected(Errc::kInvalidArgument, "event log " + db_->dir() + " is open read-only");
+    }
+    if (sync_failed_.load()) {
+      return unexpected(Errc::kUnavailable,
+                        "event log " + db_->dir() +
+                            ": the last sync of the write-ahead log failed; writes wait for a "
+                            "sync that recovers");
+    }
+    detail::check_append_preconditions(records, Sequence{appended_.load()});
+    if (!audit.empty()) detail::check_audit_preconditions(audit, audit_.head());
+    // No id is present: the caller has checked (Core, with find_id, just before). Not
+    // looked up again here: a second read per id cost 9 % of the publish path.
+
+    // One batch: a crash never leaves a record without its id or region entries.
+    rocksdb::WriteBatch batch;
+    runs_.clear();
+    for (const auto& r : records) {
+      const std::string seq = encode_be64(r.seq.value);
+      auto s = batch.Put(db_->cf(kLog), seq, detail::as_slice(r.record));
+      if (s.ok()) s = batch.Put(db_->cf(kIds), r.id.as_key(), seq);
+      if (!s.ok()) return unexpected(to_error(s, "build append batch for " + db_->dir()));
+      for (auto p : detail::distinct_region_prefixes(r.regions)) runs_.add(p, r.seq.value, r.kind);
+    }
+    // One region index entry per prefix for the whole append, not one per event: a
+    // group commit of 1,000 Medan events writes about 175 entries instead of 4,000, and
+    // memtable inserts were half of the publish path.
+    for (const auto& run : runs_.runs()) {
+      auto s = batch.Put(db_->cf(kRegions), run.key, run.value);
+      if (!s.ok()) return unexpected(to_error(s, "build append batch for " + db_->dir()));
+    }
+    if (!audit.empty()) {
+      auto s = put_audit(*db_, batch, audit);
+      if (!s.ok()) return unexpected(to_error(s, "build append batch for " + db_->dir()));
+    }
+    rocksdb::WriteOptions wo;
+    wo.sync = sync;
+    auto s = db_->db()->Write(wo, &batch);
+    // After a failed write RocksDB refuses further writes until resumed (its background
+    // error state; RocksDb::resume).
+    if (!s.ok()) return unexpected(to_error(s, "append to event log " + db_->dir()));
+    appended_.fetch_add(records.size());
+    if (!audit.empty()) audit_.moved({audit.back().index, audit.back().hash});
+    return {};
+  }
+
+  // Raises `to` to `value` unless it is already there (the writer and the syncer both
+  // advance durable_).
+  static void advance(std::atomic<std::uint64_t>& to, std::uint64_t value) {
+    std::uint64_t cur = to.load();
+    while (cur < value && !to.compare_exchange_weak(cur, value)) {
+    }
+  }
+
   // Shared with the consumer store: one database holds both (rocksdb_broker_store.h),
   // and the broker may destroy the two in either order.
   std::shared_ptr<detail::RocksDb> db_;
   const bool sync_;
   const detail::OpenMode mode_;
-  std::atomic<std::uint64_t> next_seq_;  // written only by the one writer
+  std::atomic<std::uint64_t> appended_;  // next sequence to append; the writer's
+  std::atomic<std::uint64_t> durable_;   // next_sequence(): below it, synced
+  std::atomic<bool> sync_failed_{false};
   RocksAuditLog audit_;
   RegionRuns runs_;  // the writer's, reused across appends
 };

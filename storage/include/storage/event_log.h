@@ -13,7 +13,8 @@
 // borrows from it except the string_views passed to scan callbacks (see scan()).
 //
 // Thread-safety: implementations are safe for any number of concurrent readers plus one
-// writer (append). Concurrent calls to append() from several threads are a bug.
+// writer (append, append_unsynced) plus one syncer (sync). Concurrent calls to append()
+// from several threads are a bug.
 #pragma once
 
 #include <array>
@@ -61,24 +62,51 @@ class EventLog {
   // Appends all records, and the audit entries to audit(), atomically and durably: one
   // write, synced (WAL fsync) before returning (unless the RocksDB log was opened with
   // sync = false). All or nothing: on error no record or entry is readable, and
-  // next_sequence() and audit().head() are unchanged.
-  // REQUIRES: records non-empty; seqs consecutive starting at next_sequence(); ids
+  // next_sequence() and audit().head() are unchanged. Also makes every earlier
+  // append_unsynced() durable.
+  // REQUIRES: records non-empty; seqs consecutive starting at appended_end(); ids
   // distinct and not present in the log (the caller checks with find_id); every region
   // is kRegionCodeLength digits; audit entries as AuditLog::append. Violations are bugs
   // and abort (KOLABUS_CHECK), except an id already in the log, which the RocksDB log
   // does not look up again (it would cost a read per event; the memory log checks).
   // Errors: kIoError (disk full, fsync failed, injected failure), kInvalidArgument
-  // (log opened read-only).
+  // (log opened read-only), kUnavailable (an earlier sync() failed and no later one has
+  // recovered).
   virtual Status append(std::span<const AppendRecord> records,
                         std::span<const AuditEntry> audit) = 0;
   Status append(std::span<const AppendRecord> records) { return append(records, {}); }
+
+  // The same write as append(), without waiting for the disk: a group commit whose
+  // fsync overlaps the next batch's work. find_id(), read() and audit() see the
+  // records at once (so that the next batch's duplicates and corrections are found);
+  // next_sequence(), scan() and scan_region() only once a sync() that started after
+  // this call has returned: readers never see an event that a crash of the machine
+  // could still take back. A failed call stores nothing, as append().
+  virtual Status append_unsynced(std::span<const AppendRecord> records,
+                                 std::span<const AuditEntry> audit) = 0;
+
+  // Makes every append_unsynced() that returned before this call durable (RocksDB's
+  // SyncWAL: the write-ahead log's fsync) and returns the new next_sequence(). May run
+  // on another thread than the writer, concurrently with it and with readers; calls to
+  // sync() itself must not overlap.
+  // When the fsync fails, the unsynced records may or may not have reached the disk:
+  // the error is returned, further appends fail (kUnavailable) and each later sync()
+  // first writes every record in memory to new table files (a flush, which needs the
+  // store to accept writes again: RocksDbBrokerStore::resume_writes); once that
+  // succeeds the records are durable and readers see them.
+  // Errors: kIoError (the fsync or the flush failed).
+  virtual Result<Sequence> sync() = 0;
+
+  // The sequence the next appended record must carry: next_sequence() plus the records
+  // of unsynced appends.
+  virtual Sequence appended_end() const = 0;
 
   // The audit chain kept in the same store.
   virtual AuditLog& audit() = 0;
   virtual const AuditLog& audit() const = 0;
 
-  // The sequence the next appended record must carry: 1 for an empty log; recovered on
-  // open from the last stored record.
+  // One past the last durable record: what readers see (1 for an empty log; recovered
+  // on open from the last stored record). The next append's sequence is appended_end().
   virtual Sequence next_sequence() const = 0;
 
   // The sequence stored under `id`, or nullopt if the log does not hold it.
@@ -87,16 +115,17 @@ class EventLog {
   // The record stored under `seq`, or nullopt if there is none.
   virtual Result<std::optional<std::string>> read(Sequence seq) const = 0;
 
-  // Calls fn for each stored record with seq >= from, in sequence order, at most `max`
-  // times; fn returns false to stop early. The string_view is valid only during the
-  // call. fn must not call append() on this log.
+  // Calls fn for each stored record with from <= seq < next_sequence(), in sequence
+  // order, at most `max` times; fn returns false to stop early. The string_view is valid only
+  // during the call. fn must not call append() on this log.
   virtual Status scan(Sequence from, std::size_t max,
                       const std::function<bool(Sequence, std::string_view)>& fn) const = 0;
 
   // Region index: each event is indexed under every prefix level of each of its regions
   // (2, 4, 6 and 10 digits: "12", "1271", "127101", "1271011001"), once per distinct
   // prefix per event. Calls fn for each (seq, kind) with seq >= from indexed under
-  // exactly `prefix`, in sequence order, at most `max` times; fn returns false to stop.
+  // exactly `prefix`, below next_sequence(), in sequence order, at most `max` times; fn
+  // returns false to stop.
   // fn must not call append() on this log.
   // Errors: kInvalidArgument when !is_region_prefix(prefix).
   virtual Status scan_region(std::string_view prefix, Sequence from, std::size_t max,

@@ -26,9 +26,16 @@ class MemoryEventLog final : public EventLog {
   // failure") and stores nothing, so tests can drive the broker's handling of a failing
   // disk.
   void fail_appends(bool on) { fail_appends_.store(on); }
+  // While on, sync() fails (kIoError, "injected sync failure") and makes nothing durable;
+  // once off again the next sync() succeeds (as the RocksDB log's, after its flush).
+  void fail_syncs(bool on) { fail_syncs_.store(on); }
 
   using EventLog::append;
   Status append(std::span<const AppendRecord> records, std::span<const AuditEntry> audit) override;
+  Status append_unsynced(std::span<const AppendRecord> records,
+                         std::span<const AuditEntry> audit) override;
+  Result<Sequence> sync() override;
+  Sequence appended_end() const override;
   AuditLog& audit() override { return audit_; }
   const AuditLog& audit() const override { return audit_; }
   Sequence next_sequence() const override;
@@ -51,6 +58,8 @@ class MemoryEventLog final : public EventLog {
    private:
     MemoryEventLog& log_;
   };
+  // REQUIRES: mu_ held exclusively.
+  Status write(std::span<const AppendRecord> records, std::span<const AuditEntry> audit);
   // REQUIRES: mu_ held exclusively; entries checked.
   void store_audit(std::span<const AuditEntry> entries);
 
@@ -59,8 +68,10 @@ class MemoryEventLog final : public EventLog {
   std::unordered_map<EventId, std::uint64_t> ids_;  // id -> seq
   // prefix -> hits in increasing seq order (appends only ever add larger seqs).
   std::map<std::string, std::vector<RegionHit>, std::less<>> regions_;
-  std::uint64_t next_seq_ = 1;
+  std::uint64_t next_seq_ = 1;  // appended_end()
+  std::uint64_t durable_ = 1;   // next_sequence()
   std::atomic<bool> fail_appends_{false};
+  std::atomic<bool> fail_syncs_{false};
   std::map<std::uint64_t, std::string> audit_records_;  // index -> bytes
   AuditHead audit_head_;
   Audit audit_{*this};
