@@ -104,7 +104,15 @@ Core::Core(storage::EventLog& log, const schemas::RegionTable& regions, const Cl
   }
 }
 
-std::vector<PublishOutcome> Core::publish_batch(std::span<const PublishRequest> requests) {
+Core::AppendedBatch Core::take_appended() {
+  AppendedBatch b{std::move(appended_), std::move(appended_records_)};
+  appended_.clear();
+  appended_records_.clear();
+  return b;
+}
+
+std::vector<PublishOutcome> Core::publish_batch(std::span<const PublishRequest> requests,
+                                                Commit commit) {
   const TimeMs now = clock_.now_ms();
   const schemas::ValidationContext ctx{regions_, now, options_.max_clock_skew_ms};
   const TimeMs received_at = std::max(now, last_received_at_);
@@ -127,7 +135,7 @@ std::vector<PublishOutcome> Core::publish_batch(std::span<const PublishRequest> 
   std::vector<std::pair<std::size_t, std::size_t>> repeats;  // (request, accepted index)
 
   std::vector<PublishOutcome> out(requests.size());
-  Sequence next = log_.next_sequence();
+  Sequence next = log_.appended_end();
 
   for (std::size_t i = 0; i < requests.size(); ++i) {
     const auto bytes = requests[i].event;
@@ -270,7 +278,7 @@ std::vector<PublishOutcome> Core::publish_batch(std::span<const PublishRequest> 
     std::vector<storage::AppendRecord> records;
     records.reserve(accepted.size());
     appended_records_.reserve(accepted.size());
-    const Sequence first = log_.next_sequence();
+    const Sequence first = log_.appended_end();
     for (std::size_t k = 0; k < accepted.size(); ++k) {
       const Accepted& a = accepted[k];
       records.push_back(storage::AppendRecord{Sequence{first.value + k},
@@ -281,7 +289,8 @@ std::vector<PublishOutcome> Core::publish_batch(std::span<const PublishRequest> 
     }
     const auto facts = audit_facts(first);
     const AuditBatch audit = audit_ != nullptr ? audit_->encode(facts) : AuditBatch{};
-    const Status st = log_.append(records, audit.entries);
+    const Status st = commit == Commit::kSynced ? log_.append(records, audit.entries)
+                                                : log_.append_unsynced(records, audit.entries);
     stats_.batches++;
     for (std::size_t k = 0; k < accepted.size(); ++k) {
       if (st) {

@@ -1,7 +1,9 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -12,8 +14,11 @@
 #include <vector>
 
 #include <flatbuffers/flatbuffers.h>
+#include <poll.h>
 #include <spdlog/spdlog.h>
+#include <sys/eventfd.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 #if defined(__SANITIZE_THREAD__)
 #include <sanitizer/tsan_interface.h>
 #endif
@@ -237,6 +242,95 @@ class ZapHandler {
   std::thread thread_;
 };
 
+// The fsync of a pipelined group commit, on a thread of its own: the loop writes a
+// drain's events without waiting for the disk (Core::Commit::kDeferred) and starts a
+// sync; while the disk works, the loop goes on reading, validating and writing the
+// next drain, answering consumers and delivering what is already durable. The result
+// comes back through an eventfd that the loop polls with its socket. At most one sync
+// runs at a time; what is written meanwhile waits for the next one, which starts as
+// soon as this one ends (so one fsync covers all of it).
+class Syncer {
+ public:
+  explicit Syncer(std::function<Result<Sequence>()> sync)
+      : sync_(std::move(sync)), fd_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
+    KOLABUS_CHECK(fd_ >= 0);
+    thread_ = std::thread([this] { run(); });
+  }
+  ~Syncer() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+    ::close(fd_);
+  }
+  Syncer(const Syncer&) = delete;
+  Syncer& operator=(const Syncer&) = delete;
+
+  // Readable (POLLIN) when a sync has ended.
+  int fd() const { return fd_; }
+  // The loop's view: a sync was started and its result not yet taken.
+  bool busy() const { return busy_; }
+
+  // REQUIRES: !busy().
+  void start() {
+    KOLABUS_CHECK(!busy_);
+    busy_ = true;
+    {
+      std::lock_guard lock(mu_);
+      requested_ = true;
+    }
+    cv_.notify_one();
+  }
+
+  // The ended sync's result, or nullopt if none has ended.
+  std::optional<Result<Sequence>> take() {
+    std::uint64_t n = 0;
+    if (::read(fd_, &n, sizeof n) != sizeof n) return std::nullopt;
+    std::lock_guard lock(mu_);
+    KOLABUS_CHECK(result_.has_value());
+    auto r = std::move(*result_);
+    result_.reset();
+    busy_ = false;
+    return r;
+  }
+
+  // Blocks until the running sync (if any) ends; returns its result.
+  std::optional<Result<Sequence>> wait(std::chrono::milliseconds timeout) {
+    if (!busy_) return std::nullopt;
+    pollfd p{fd_, POLLIN, 0};
+    (void)::poll(&p, 1, static_cast<int>(timeout.count()));
+    return take();
+  }
+
+ private:
+  void run() {
+    std::unique_lock lock(mu_);
+    while (true) {
+      cv_.wait(lock, [&] { return stop_ || requested_; });
+      if (stop_) return;
+      requested_ = false;
+      lock.unlock();
+      auto r = sync_();
+      lock.lock();
+      result_ = std::move(r);
+      const std::uint64_t one = 1;
+      (void)!::write(fd_, &one, sizeof one);
+    }
+  }
+
+  std::function<Result<Sequence>()> sync_;
+  const int fd_;
+  bool busy_ = false;  // the loop's only
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;                       // guarded by mu_
+  bool requested_ = false;                  // guarded by mu_
+  std::optional<Result<Sequence>> result_;  // guarded by mu_
+  std::thread thread_;
+};
+
 struct Server::Impl {
   Core& core;
   Consumers& consumers;
@@ -273,6 +367,24 @@ struct Server::Impl {
   static constexpr std::chrono::milliseconds kFirstResume{100};
   static constexpr std::chrono::milliseconds kMaxResumeBackoff{5000};
 
+  // The pipelined group commit (Syncer). An ACK whose sequence is not yet durable
+  // waits in `held_acks`; the events written but not yet synced wait in `unsynced` before
+  // consumers hear of them.
+  struct HeldAck {
+    std::vector<zmq::message_t> envelope;
+    std::uint64_t corr = 0;
+    EventId id;
+    Ack ack;
+  };
+  struct Unsynced {
+    Sequence end;  // one past the batch's last sequence
+    Core::AppendedBatch batch;
+  };
+  Syncer syncer{[this] { return core.sync(); }};
+  std::vector<HeldAck> held_acks;
+  std::deque<Unsynced> unsynced;
+  bool sync_wanted = false;  // written while a sync ran: another one is due
+
   void storage_failed(std::string_view what, const std::string& why) {
     if (storage_down || !resume_storage) return;
     storage_down = true;
@@ -298,6 +410,9 @@ struct Server::Impl {
       storage_down = false;
       spdlog::warn("storage accepts writes again (resumed at attempt {}, after {:.1f} s)",
                    resume_attempts, down_s);
+      // Events written before a failed sync: the next sync settles them (durable now,
+      // or the store goes down again).
+      if (!unsynced.empty()) want_sync();
       return;
     }
     resume_backoff = std::min(resume_backoff * 2, kMaxResumeBackoff);
@@ -1039,12 +1154,23 @@ struct Server::Impl {
     std::vector<PublishRequest> requests;
     requests.reserve(batch.size());
     for (const auto& in : batch) requests.push_back({in.event, in.source});
-    const auto outcomes = core.publish_batch(requests);
-    consumers.on_appended(core.last_appended());
+    const auto outcomes = core.publish_batch(requests, Core::Commit::kDeferred);
+    if (auto appended = core.take_appended(); !appended.events.empty()) {
+      unsynced.push_back({core.log().appended_end(), std::move(appended)});
+    }
+    const Sequence durable = core.next_sequence();
     for (std::size_t i = 0; i < batch.size(); ++i) {
       const auto& o = outcomes[i];
       if (const auto* ack = std::get_if<Ack>(&o.result)) {
-        send(batch[i].envelope, ack_response(batch[i].corr, *o.id, *ack));
+        if (ack->sequence < durable) {
+          send(batch[i].envelope, ack_response(batch[i].corr, *o.id, *ack));
+        } else if (storage_down) {
+          // A resend of an event whose sync failed: its fate is settled only when the
+          // store is back.
+          send(batch[i].envelope, nack_response(batch[i].corr, o.id, unsynced_nack("")));
+        } else {
+          held_acks.push_back({std::move(batch[i].envelope), batch[i].corr, *o.id, *ack});
+        }
       } else {
         const auto& n = std::get<Nack>(o.result);
         if (n.code == ErrorCode::StorageUnavailable) {
@@ -1058,6 +1184,80 @@ struct Server::Impl {
         }
         send(batch[i].envelope, nack_response(batch[i].corr, o.id, n));
       }
+    }
+    if (!held_acks.empty() || !unsynced.empty()) want_sync();
+  }
+
+  // The NACK of an event written but not synced when the sync failed, or a resend of
+  // one while the store is down: it may be on the disk or not.
+  static Nack unsynced_nack(const std::string& why) {
+    return Nack{ErrorCode::StorageUnavailable, "",
+                "storage unavailable (the disk did not confirm the write" +
+                    (why.empty() ? std::string() : ": " + why) +
+                    "); the event may or may not be stored: send it again later, a resend is "
+                    "answered with its sequence once the disk works",
+                true};
+  }
+
+  void want_sync() {
+    if (syncer.busy()) {
+      sync_wanted = true;
+      return;
+    }
+    sync_wanted = false;
+    syncer.start();
+  }
+
+  // A sync ended: ACK what it made durable and tell consumers of those events; on
+  // failure NACK what waited for it.
+  void on_synced(const Result<Sequence>& r) {
+    if (!r) {
+      const std::string why = r.error().to_string();
+      for (auto& h : held_acks) send(h.envelope, nack_response(h.corr, h.id, unsynced_nack(why)));
+      held_acks.clear();
+      sync_wanted = false;
+      // RocksDB 7.8 cannot resume after a failed fsync of its write-ahead log: the
+      // resume attempts keep failing ("Seen error") until the broker is restarted,
+      // which replays the log.
+      storage_failed("sync of the write-ahead log",
+                     why +
+                         " (if resuming keeps failing, restart the broker: a restart replays "
+                         "the write-ahead log)");
+      // `unsynced` stays: once the store recovers, a sync makes those events durable
+      // (EventLog::sync) and consumers get them.
+      return;
+    }
+    const Sequence durable = *r;
+    // Sent in the order they were held: a publisher's ACKs keep their order.
+    std::vector<HeldAck> later;
+    for (auto& h : held_acks) {
+      if (h.ack.sequence < durable) {
+        send(h.envelope, ack_response(h.corr, h.id, h.ack));
+      } else {
+        later.push_back(std::move(h));
+      }
+    }
+    held_acks.swap(later);
+    while (!unsynced.empty() && unsynced.front().end <= durable) {
+      consumers.on_appended(unsynced.front().batch.events);
+      unsynced.pop_front();
+    }
+    if (sync_wanted || !held_acks.empty() || !unsynced.empty()) want_sync();
+  }
+
+  // Polls the syncer without waiting.
+  void poll_syncer() {
+    if (auto r = syncer.take()) on_synced(*r);
+  }
+
+  // At stop: the last sync's ACKs go out (best effort: the socket closes right after).
+  void finish_syncs() {
+    for (int round = 0; round < 3 && (syncer.busy() || !held_acks.empty()); ++round) {
+      if (!syncer.busy()) {
+        if (storage_down) break;
+        syncer.start();
+      }
+      if (auto r = syncer.wait(std::chrono::seconds(10))) on_synced(*r);
     }
   }
 };
@@ -1148,7 +1348,8 @@ Result<std::string> Server::bind() {
 
 void Server::run() {
   auto& im = *impl_;
-  zmq::pollitem_t items[] = {{im.socket.handle(), 0, ZMQ_POLLIN, 0}};
+  zmq::pollitem_t items[] = {{im.socket.handle(), 0, ZMQ_POLLIN, 0},
+                             {nullptr, im.syncer.fd(), ZMQ_POLLIN, 0}};
   auto last_stats = Clock::now();
   CoreStats logged{};
   im.record(Impl::fact(audit::Action::BrokerStarted, "", "kolabus-broker " KOLABUS_VERSION));
@@ -1165,11 +1366,12 @@ void Server::run() {
         timeout =
             std::clamp(wait + std::chrono::milliseconds(1), std::chrono::milliseconds(1), timeout);
       }
-      zmq::poll(items, 1, timeout);
+      zmq::poll(items, 2, timeout);
     } catch (const zmq::error_t& e) {
       if (e.num() == EINTR) continue;
       throw;
     }
+    if (items[1].revents & ZMQ_POLLIN) im.poll_syncer();
     if (items[0].revents & ZMQ_POLLIN) {
       std::vector<Incoming> batch;
       std::size_t batch_bytes = 0;
@@ -1180,7 +1382,7 @@ void Server::run() {
       }
       if (!batch.empty()) im.commit(batch);
     }
-    im.maybe_resume();
+    if (!im.syncer.busy()) im.maybe_resume();  // never while a sync runs
     im.record_refused_connections();
     // While the store refuses writes, no delivery round: a delivery needs its audit
     // record, and an attempt that cannot be sent must not count towards max_deliver.
@@ -1201,6 +1403,7 @@ void Server::run() {
       last_stats = now;
     }
   }
+  im.finish_syncs();
   spdlog::info("stopping: published {}, next sequence {}", im.core.stats().accepted,
                im.core.next_sequence().value);
 }

@@ -84,12 +84,27 @@ class Core {
   Core(storage::EventLog& log, const schemas::RegionTable& regions, const Clock& clock,
        CoreOptions options = {});
 
+  // How publish_batch stores its events.
+  enum class Commit {
+    kSynced,    // EventLog::append: durable when publish_batch returns
+    kDeferred,  // EventLog::append_unsynced: durable after the next sync()
+  };
+
   // Handles one batch. Returns exactly one outcome per request, in request order.
-  // An ACK is returned only for events that are in the log and synced: either
-  // appended by this call or found there already (duplicate). When the durable
-  // append fails, every event of the batch that would have been stored is NACKed
+  // With Commit::kSynced an ACK is returned only for events that are in the log and
+  // synced: either appended by this call or found there already (duplicate). With
+  // Commit::kDeferred an ACK's sequence may be at or above next_sequence() (appended
+  // by this call or by an earlier deferred one, not yet synced): the caller must hold
+  // such an ACK until sync() has returned a next_sequence() above it. When the append
+  // fails, every event of the batch that would have been stored is NACKed
   // StorageUnavailable (retryable) and nothing of the batch is stored.
-  std::vector<PublishOutcome> publish_batch(std::span<const PublishRequest> requests);
+  std::vector<PublishOutcome> publish_batch(std::span<const PublishRequest> requests,
+                                            Commit commit = Commit::kSynced);
+
+  // EventLog::sync(): makes every deferred commit durable; returns the new
+  // next_sequence(). The one member that may be called from another thread than the
+  // rest (not concurrently with itself).
+  Result<Sequence> sync() { return log_.sync(); }
 
   // The registry that decides what each agency may publish; null (development
   // mode) lets every connection publish everything. Takes effect from the next
@@ -106,6 +121,14 @@ class Core {
   // stored none). Valid until the next publish_batch.
   const std::vector<AppendedEvent>& last_appended() const { return appended_; }
 
+  // The same events, taken: their records stay valid as long as the batch lives.
+  struct AppendedBatch {
+    std::vector<AppendedEvent> events;
+    std::vector<flatbuffers::DetachedBuffer> records;  // events[i].record
+  };
+  AppendedBatch take_appended();
+
+  // One past the last durable event: what readers and consumers see.
   Sequence next_sequence() const { return log_.next_sequence(); }
   const storage::EventLog& log() const { return log_; }
   const CoreStats& stats() const { return stats_; }
