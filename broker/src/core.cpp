@@ -122,7 +122,9 @@ std::vector<PublishOutcome> Core::publish_batch(std::span<const PublishRequest> 
     std::vector<NikHash> persons;  // keyed hashes of the event's NIKs (audit on)
   };
   std::vector<Accepted> accepted;
+  accepted.reserve(requests.size());
   std::unordered_map<EventId, std::size_t> accepted_by_id;
+  accepted_by_id.reserve(requests.size());
   // Requests that repeat an id accepted earlier in this same batch.
   std::vector<std::pair<std::size_t, std::size_t>> repeats;  // (request, accepted index)
 
@@ -133,7 +135,10 @@ std::vector<PublishOutcome> Core::publish_batch(std::span<const PublishRequest> 
     const auto bytes = requests[i].event;
     PublishOutcome& o = out[i];
 
-    const events::Event* ev = structural_root(bytes);
+    // The strict structure check validate_event starts with, once: a well-formed event
+    // then needs only the rules. Anything else takes the lenient path as before.
+    const events::Event* checked = schemas::verified_event(bytes);
+    const events::Event* ev = checked != nullptr ? checked : structural_root(bytes);
     if (ev == nullptr || ev->id() == nullptr) {
       auto v = schemas::validate_event(bytes, ctx);
       o.result =
@@ -146,6 +151,7 @@ std::vector<PublishOutcome> Core::publish_batch(std::span<const PublishRequest> 
 
     std::vector<std::string> regions;
     if (ev->regions() != nullptr) {
+      regions.reserve(ev->regions()->size());
       for (const auto* r : *ev->regions()) {
         if (r != nullptr) regions.emplace_back(r->string_view());
       }
@@ -176,7 +182,8 @@ std::vector<PublishOutcome> Core::publish_batch(std::span<const PublishRequest> 
       continue;
     }
 
-    if (auto v = schemas::validate_event(bytes, ctx)) {
+    if (auto v = checked != nullptr ? schemas::check_rules(*checked, ctx)
+                                    : schemas::validate_event(bytes, ctx)) {
       o.result = nack_from(*v);
       continue;
     }
@@ -228,9 +235,9 @@ std::vector<PublishOutcome> Core::publish_batch(std::span<const PublishRequest> 
     Accepted a{i, id, index_kind, ev->payload_type(), std::move(regions), {}, {}};
     a.record = build_record(next, received_at, requests[i].source, index_kind, bytes);
     if (audit_ != nullptr) {
-      for (const auto& nik : schemas::payload_niks(ev->payload_type(), ev->payload())) {
-        a.persons.push_back(audit_->hash_nik(nik));
-      }
+      const auto niks = schemas::payload_nik_views(ev->payload_type(), ev->payload());
+      a.persons.reserve(niks.size());
+      for (const std::string_view nik : niks) a.persons.push_back(audit_->hash_nik(nik));
     }
     next.value++;
     accepted_by_id.emplace(id, accepted.size());

@@ -926,10 +926,14 @@ const events::Event* verified_event(std::span<const std::uint8_t> bytes) {
   return flatbuffers::GetRoot<ev::Event>(bytes.data());
 }
 
+std::optional<Violation> check_rules(const events::Event& event, const ValidationContext& ctx) {
+  return Checker(ctx).event(event);
+}
+
 std::optional<Violation> validate_event(std::span<const std::uint8_t> bytes,
                                         const ValidationContext& ctx) {
   if (auto v = check_structure(bytes)) return v;
-  return Checker(ctx).event(*flatbuffers::GetRoot<ev::Event>(bytes.data()));
+  return check_rules(*flatbuffers::GetRoot<ev::Event>(bytes.data()), ctx);
 }
 
 std::vector<std::string> payload_villages(events::Payload type, const void* payload) {
@@ -939,15 +943,16 @@ std::vector<std::string> payload_villages(events::Payload type, const void* payl
   return sorted_unique(std::move(out));
 }
 
-std::vector<std::string> payload_niks(events::Payload type, const void* payload) {
+std::vector<std::string_view> payload_nik_views(events::Payload type, const void* payload) {
   if (payload == nullptr) return {};
-  std::vector<std::string> out;
+  std::vector<std::string_view> out;
   auto add = [&](const flatbuffers::String* s) {
     if (s != nullptr && s->size() > 0) out.emplace_back(s->string_view());
   };
   switch (type) {
     case events::Payload::Birth: {
       const auto* b = static_cast<const ev::Birth*>(payload);
+      out.reserve(3);
       add(b->child_nik());
       add(b->mother_nik());
       add(b->father_nik());
@@ -959,6 +964,7 @@ std::vector<std::string> payload_niks(events::Payload type, const void* payload)
     case events::Payload::Move: {
       const auto* niks = static_cast<const ev::Move*>(payload)->niks();
       if (niks != nullptr) {
+        out.reserve(niks->size());
         for (const auto* n : *niks) add(n);
       }
       break;
@@ -966,12 +972,19 @@ std::vector<std::string> payload_niks(events::Payload type, const void* payload)
     case events::Payload::Correction: {
       const auto* c = static_cast<const ev::Correction*>(payload);
       if (c->void_() || c->corrected_type() == events::Payload::Correction) return {};
-      return payload_niks(c->corrected_type(), c->corrected());
+      return payload_nik_views(c->corrected_type(), c->corrected());
     }
     case events::Payload::NONE:
       break;
   }
-  return sorted_unique(std::move(out));
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+std::vector<std::string> payload_niks(events::Payload type, const void* payload) {
+  const auto views = payload_nik_views(type, payload);
+  return {views.begin(), views.end()};
 }
 
 std::optional<Violation> check_correction_target(const events::Event& correction,
