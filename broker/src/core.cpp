@@ -62,7 +62,10 @@ const events::Event* structural_root(std::span<const std::uint8_t> bytes) {
 flatbuffers::DetachedBuffer build_record(Sequence seq, TimeMs received_at, std::string_view source,
                                          std::uint8_t routing_kind,
                                          std::span<const std::uint8_t> event) {
-  flatbuffers::FlatBufferBuilder fbb(event.size() + source.size() + 64);
+  // The fixed part (fields, vtable, identifier, alignment, and the builder's scratch
+  // space for the vtable) needs about 100 bytes: with 64 the builder grew twice,
+  // copying the event each time.
+  flatbuffers::FlatBufferBuilder fbb(event.size() + source.size() + 128);
   // The event is a FlatBuffer of its own: keep it 8-byte aligned inside the record.
   fbb.ForceVectorAlignment(event.size(), sizeof(std::uint8_t), 8);
   auto event_vec = fbb.CreateVector(event.data(), event.size());
