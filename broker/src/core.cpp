@@ -132,6 +132,7 @@ std::vector<PublishOutcome> Core::publish_batch(std::span<const PublishRequest> 
   std::vector<std::pair<std::size_t, std::size_t>> repeats;  // (request, accepted index)
 
   std::vector<PublishOutcome> out(requests.size());
+  std::vector<std::string_view> niks;  // one event's NIKs at a time (audit on)
   Sequence next = log_.next_sequence();
 
   for (std::size_t i = 0; i < requests.size(); ++i) {
@@ -238,7 +239,7 @@ std::vector<PublishOutcome> Core::publish_batch(std::span<const PublishRequest> 
     Accepted a{i, id, index_kind, ev->payload_type(), std::move(regions), {}, {}};
     a.record = build_record(next, received_at, requests[i].source, index_kind, bytes);
     if (audit_ != nullptr) {
-      const auto niks = schemas::payload_nik_views(ev->payload_type(), ev->payload());
+      schemas::payload_nik_views(ev->payload_type(), ev->payload(), &niks);
       a.persons.reserve(niks.size());
       for (const std::string_view nik : niks) a.persons.push_back(audit_->hash_nik(nik));
     }

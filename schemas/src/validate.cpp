@@ -943,16 +943,17 @@ std::vector<std::string> payload_villages(events::Payload type, const void* payl
   return sorted_unique(std::move(out));
 }
 
-std::vector<std::string_view> payload_nik_views(events::Payload type, const void* payload) {
-  if (payload == nullptr) return {};
-  std::vector<std::string_view> out;
+namespace {
+
+// payload_nik_views, appending to *out unsorted.
+void add_nik_views(events::Payload type, const void* payload, std::vector<std::string_view>* out) {
+  if (payload == nullptr) return;
   auto add = [&](const flatbuffers::String* s) {
-    if (s != nullptr && s->size() > 0) out.emplace_back(s->string_view());
+    if (s != nullptr && s->size() > 0) out->emplace_back(s->string_view());
   };
   switch (type) {
     case events::Payload::Birth: {
       const auto* b = static_cast<const ev::Birth*>(payload);
-      out.reserve(3);
       add(b->child_nik());
       add(b->mother_nik());
       add(b->father_nik());
@@ -964,26 +965,34 @@ std::vector<std::string_view> payload_nik_views(events::Payload type, const void
     case events::Payload::Move: {
       const auto* niks = static_cast<const ev::Move*>(payload)->niks();
       if (niks != nullptr) {
-        out.reserve(niks->size());
         for (const auto* n : *niks) add(n);
       }
       break;
     }
     case events::Payload::Correction: {
       const auto* c = static_cast<const ev::Correction*>(payload);
-      if (c->void_() || c->corrected_type() == events::Payload::Correction) return {};
-      return payload_nik_views(c->corrected_type(), c->corrected());
+      if (c->void_() || c->corrected_type() == events::Payload::Correction) return;
+      add_nik_views(c->corrected_type(), c->corrected(), out);
+      break;
     }
     case events::Payload::NONE:
       break;
   }
-  std::sort(out.begin(), out.end());
-  out.erase(std::unique(out.begin(), out.end()), out.end());
-  return out;
+}
+
+}  // namespace
+
+void payload_nik_views(events::Payload type, const void* payload,
+                       std::vector<std::string_view>* out) {
+  out->clear();
+  add_nik_views(type, payload, out);
+  std::sort(out->begin(), out->end());
+  out->erase(std::unique(out->begin(), out->end()), out->end());
 }
 
 std::vector<std::string> payload_niks(events::Payload type, const void* payload) {
-  const auto views = payload_nik_views(type, payload);
+  std::vector<std::string_view> views;
+  payload_nik_views(type, payload, &views);
   return {views.begin(), views.end()};
 }
 

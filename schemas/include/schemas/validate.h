@@ -80,8 +80,10 @@ std::vector<std::string> payload_villages(events::Payload type, const void* payl
 // Correction its corrected payload's (none for a void). Empty strings are skipped.
 // REQUIRES: as payload_villages.
 std::vector<std::string> payload_niks(events::Payload type, const void* payload);
-// As payload_niks, as views into the payload (one allocation instead of one per NIK).
-std::vector<std::string_view> payload_nik_views(events::Payload type, const void* payload);
+// As payload_niks, as views into the payload, replacing the contents of *out (so that
+// a caller can reuse one vector: no allocation per NIK or per event).
+void payload_nik_views(events::Payload type, const void* payload,
+                       std::vector<std::string_view>* out);
 
 // What the broker knows of a correction's target once it has found it in the log.
 struct CorrectionTarget {
