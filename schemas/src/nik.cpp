@@ -35,6 +35,10 @@ int two_digits(std::string_view s, std::size_t at) {
   return (s[at] - '0') * 10 + (s[at + 1] - '0');
 }
 
+int four_digits(std::string_view s, std::size_t at) {
+  return two_digits(s, at) * 100 + two_digits(s, at + 2);
+}
+
 // The checks NIK and KK share: 16 digits, province exists, regency/district not 00,
 // serial not 0000. Returns an error message or empty.
 std::string check_common(std::string_view s, const RegionTable& regions) {
@@ -57,6 +61,20 @@ std::string check_common(std::string_view s, const RegionTable& regions) {
   return {};
 }
 
+// The UTC year of `now`. An event's NIKs and KK all resolve against the same `now`,
+// so the last answer is kept (per thread: these functions are called from many).
+int year_of(TimeMs now) {
+  thread_local bool known = false;
+  thread_local TimeMs last_now = 0;
+  thread_local int last_year = 0;
+  if (!known || now != last_now) {
+    last_year = from_epoch_ms(now).year;
+    last_now = now;
+    known = true;
+  }
+  return last_year;
+}
+
 // Resolves the century of a DDMMYY date and checks it is a real date not after now.
 // `what` is "birth date" or "issue date". Returns an error message or empty.
 std::string resolve_date(int day, int month, int yy, TimeMs now, const char* what, CivilDate* out) {
@@ -65,7 +83,7 @@ std::string resolve_date(int day, int month, int yy, TimeMs now, const char* wha
     std::snprintf(buf, sizeof buf, "month part %02d is not a valid month (01-12)", month);
     return buf;
   }
-  const int now_year = from_epoch_ms(now).year;
+  const int now_year = year_of(now);
   int year = 2000 + yy;
   if (year > now_year) year = 1900 + yy;
   const CivilDate date{year, month, day};
@@ -120,7 +138,7 @@ std::variant<NikInfo, std::string> parse_nik(std::string_view nik, TimeMs now,
                   "day part %02d is not a valid day (01-31 for men, 41-71 for women)", day);
     return std::string(buf);
   }
-  NikInfo info{nik.substr(0, 6), {}, sex, std::stoi(std::string(nik.substr(12, 4)))};
+  NikInfo info{nik.substr(0, 6), {}, sex, four_digits(nik, 12)};
   if (auto err = resolve_date(day, two_digits(nik, 8), two_digits(nik, 10), now, "birth date",
                               &info.birth_date);
       !err.empty()) {
@@ -138,7 +156,7 @@ std::variant<KkInfo, std::string> parse_kk(std::string_view kk, TimeMs now,
     std::snprintf(buf, sizeof buf, "day part %02d is not a valid day (01-31)", day);
     return std::string(buf);
   }
-  KkInfo info{kk.substr(0, 6), {}, std::stoi(std::string(kk.substr(12, 4)))};
+  KkInfo info{kk.substr(0, 6), {}, four_digits(kk, 12)};
   if (auto err =
           resolve_date(day, two_digits(kk, 8), two_digits(kk, 10), now, "issue date", &info.issued);
       !err.empty()) {

@@ -47,6 +47,11 @@ std::uint64_t code_key(std::string_view code) {
   return v << 4 | code.size();
 }
 
+// Fibonacci hashing: the top bits of key * 2^64/phi spread consecutive codes.
+std::size_t home_slot(std::uint64_t key, unsigned shift) {
+  return static_cast<std::size_t>((key * 0x9E3779B97F4A7C15ULL) >> shift);
+}
+
 bool parse_level(std::string_view s, RegionLevel* level) {
   if (s == "province") {
     *level = RegionLevel::kProvince;
@@ -212,9 +217,21 @@ Result<RegionTable> RegionTable::parse_view(std::string_view text, RegionTable t
     }
   }
   table.regions_.shrink_to_fit();
-  table.index_.reserve(table.regions_.size());
+  if (table.regions_.size() >= (std::size_t{1} << kIndexBits)) {
+    return line_error(line_no, "more than " + std::to_string((1u << kIndexBits) - 1) +
+                                   " regions; the official list has about 92,000");
+  }
+  // At most half full, so that a probe ends soon and always finds an empty slot.
+  unsigned bits = 4;
+  while ((std::size_t{1} << bits) < 2 * table.regions_.size()) ++bits;
+  table.slots_.assign(std::size_t{1} << bits, 0);
+  table.slot_shift_ = 64 - bits;
+  const std::size_t mask = table.slots_.size() - 1;
   for (std::size_t i = 0; i < table.regions_.size(); ++i) {
-    table.index_.emplace(code_key(table.regions_[i].code), static_cast<std::uint32_t>(i));
+    const std::uint64_t key = code_key(table.regions_[i].code);
+    std::size_t s = home_slot(key, table.slot_shift_);
+    while (table.slots_[s] != 0) s = (s + 1) & mask;
+    table.slots_[s] = key << kIndexBits | i;
   }
   return table;
 }
@@ -254,8 +271,14 @@ const Region* RegionTable::find(std::string_view code) const {
   for (char c : code) {
     if (c < '0' || c > '9') return nullptr;
   }
-  auto it = index_.find(code_key(code));
-  return it == index_.end() ? nullptr : &regions_[it->second];
+  if (slots_.empty()) return nullptr;  // a moved-from table
+  const std::uint64_t key = code_key(code);
+  const std::size_t mask = slots_.size() - 1;
+  for (std::size_t s = home_slot(key, slot_shift_);; s = (s + 1) & mask) {
+    const std::uint64_t slot = slots_[s];
+    if (slot == 0) return nullptr;
+    if (slot >> kIndexBits == key) return &regions_[slot & ((std::uint64_t{1} << kIndexBits) - 1)];
+  }
 }
 
 bool RegionTable::is_village(std::string_view code) const {

@@ -1,3 +1,4 @@
+#include <cstdio>
 #include <functional>
 #include <optional>
 #include <string>
@@ -485,6 +486,47 @@ TEST_CASE("validate_event: messages name the rule") {
   CHECK(message(ev::Payload::Birth, [](ev::EventT& e) {
           birth(e).mother_nik = "1271015501180001";
         }).find("10 years") != std::string::npos);
+}
+
+TEST_CASE("validate_event: a repeat names the first earlier copy, in short and long lists") {
+  // Lists of up to 16 are scanned, longer ones hashed: both must answer alike.
+  for (const int n : {3, 16, 17, 40}) {
+    CAPTURE(n);
+    auto e = valid_event(ev::Payload::Move);
+    auto& niks = move(e).niks;
+    niks.clear();
+    for (int i = 1; i <= n; ++i) {
+      char nik[32];
+      std::snprintf(nik, sizeof nik, "127101120388%04d", i);
+      niks.push_back(nik);
+    }
+    niks[n - 1] = niks[1];
+    auto v = validate(pack(e));
+    REQUIRE(v.has_value());
+    CHECK(v->code == ErrorCode::InvalidValue);
+    const std::string field = "payload.niks[" + std::to_string(n - 1) + "]";
+    CHECK(v->field == field);
+    CHECK(v->message == field + ": duplicate of payload.niks[1]");
+  }
+  std::vector<std::string> villages;
+  for (const Region& r : RegionTable::embedded().all()) {
+    if (r.level == RegionLevel::kVillage && r.code.substr(0, 4) == "1271") {
+      villages.emplace_back(r.code);
+    }
+  }
+  REQUIRE(villages.size() >= 40);
+  for (const int n : {3, 16, 17, 40}) {
+    CAPTURE(n);
+    auto e = valid_event(ev::Payload::Birth);
+    e.regions.assign(villages.begin(), villages.begin() + n);
+    e.regions[n - 1] = e.regions[2 % (n - 1)];
+    e.regions.push_back(villages[n]);  // after the repeat: never reached
+    auto v = validate(pack(e));
+    REQUIRE(v.has_value());
+    CHECK(v->code == ErrorCode::InvalidRegions);
+    const std::string field = "regions[" + std::to_string(n - 1) + "]";
+    CHECK(v->message == field + ": duplicate of regions[" + std::to_string(2 % (n - 1)) + "]");
+  }
 }
 
 TEST_CASE("validate_event: hostile bytes never abort") {

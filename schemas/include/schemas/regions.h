@@ -13,10 +13,10 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
-#include <unordered_map>
 #include <vector>
 
 #include <common/result.h>
@@ -60,8 +60,9 @@ class RegionTable {
   RegionTable(const RegionTable&) = delete;
   RegionTable& operator=(const RegionTable&) = delete;
 
-  // nullptr if absent. O(1): a hash index (every published event looks up its villages;
-  // a binary search over the 91,600 codes was 4 % of the publish path).
+  // nullptr if absent. O(1): an open-addressing hash index, one memory read per
+  // lookup in the common case (every published event looks up its villages; a binary
+  // search over the 91,600 codes was 4 % of the publish path, std::unordered_map 2.4 %).
   const Region* find(std::string_view code) const;
   // True if the code exists and is a village (10 digits).
   bool is_village(std::string_view code) const;
@@ -81,8 +82,12 @@ class RegionTable {
   // Names that needed unescaping ("" inside quotes); heap-held for the same reason.
   std::vector<std::unique_ptr<const std::string>> unescaped_names_;
   std::vector<Region> regions_;  // sorted by code, unique
-  // Code (as a number, with its length) -> index into regions_.
-  std::unordered_map<std::uint64_t, std::uint32_t> index_;
+  // Open addressing, linear probing, at most half full: each slot is 0 (empty) or
+  // the code's key (its number and length, never 0) above the region's index into
+  // regions_ in the low kIndexBits bits.
+  static constexpr unsigned kIndexBits = 24;
+  std::vector<std::uint64_t> slots_;
+  unsigned slot_shift_ = 64;  // a key's home slot: the top bits of key * a constant
 };
 
 }  // namespace kolabus::schemas

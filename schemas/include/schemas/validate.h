@@ -19,6 +19,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <common/clock.h>
@@ -53,6 +54,12 @@ inline constexpr int kMinParentAgeYears = 10;         // at the child's birth
 std::optional<Violation> validate_event(std::span<const std::uint8_t> bytes,
                                         const ValidationContext& ctx);
 
+// The rules alone, for an event whose bytes passed check_structure (or
+// verified_event): validate_event is check_structure, then this. Lets a caller that
+// needed the verified root first avoid running the Verifier twice.
+// REQUIRES: `event` is the root of bytes that passed check_structure.
+std::optional<Violation> check_rules(const events::Event& event, const ValidationContext& ctx);
+
 // The Event root if the bytes pass the Verifier and the union checks (both type and
 // value present or both absent, every type known, recursively through
 // Correction.corrected); no rule checks. nullptr otherwise. Borrowed: valid while
@@ -73,6 +80,10 @@ std::vector<std::string> payload_villages(events::Payload type, const void* payl
 // Correction its corrected payload's (none for a void). Empty strings are skipped.
 // REQUIRES: as payload_villages.
 std::vector<std::string> payload_niks(events::Payload type, const void* payload);
+// As payload_niks, as views into the payload, replacing the contents of *out (so that
+// a caller can reuse one vector: no allocation per NIK or per event).
+void payload_nik_views(events::Payload type, const void* payload,
+                       std::vector<std::string_view>* out);
 
 // What the broker knows of a correction's target once it has found it in the log.
 struct CorrectionTarget {
