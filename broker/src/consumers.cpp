@@ -149,7 +149,7 @@ struct ClientRec {
 
 // The records of recent sequences, so that fan-out reads a new event from memory once
 // per matching consumer instead of from RocksDB (each Medan event goes to about 12
-// consumers), and a catch-up that scanned the log does not read each record again.
+// consumers). Records a scan reads from the log go to RecordBuffers instead.
 // A ring by sequence: a record stays until a sequence `slots` later takes its slot, or
 // the byte budget leaves no room for it. Bounded by both.
 class RecordCache {
@@ -199,6 +199,40 @@ class RecordCache {
   std::size_t max_bytes_;
 };
 
+// Copies of records read from the log by a scan (a catch-up), each delivered once: the
+// scan's view dies with RocksDB's iterator, so the record is copied, once, here. A
+// buffer no one else holds (its deliveries were sent, the use count is exact: only the
+// broker's loop thread holds these pointers) takes the next record without an
+// allocation. Reused from the front at each pump, so the memory written is the memory
+// of the last round, still in the CPU's caches, not a buffer untouched for 16,384
+// records (the ring above, whose slots a catch-up would also take from live events).
+// At most `max` buffers are kept; beyond, a record gets its own allocation.
+class RecordBuffers {
+ public:
+  explicit RecordBuffers(std::size_t max) : max_(max) {}
+
+  // Every buffer may be free again (a new pump, or an operator's read).
+  void rewind() { next_ = 0; }
+
+  // A copy of `bytes`, in a free buffer when there is one.
+  std::shared_ptr<const std::string> hold(std::string_view bytes) {
+    while (next_ < buffers_.size() && buffers_[next_].use_count() > 1) ++next_;
+    if (next_ == buffers_.size()) {
+      if (buffers_.size() == max_) return std::make_shared<const std::string>(bytes);
+      buffers_.push_back(std::make_shared<std::string>());
+    }
+    // Not advanced: a record the caller drops at once (not matching its filter) leaves
+    // the buffer free for the next one.
+    buffers_[next_]->assign(bytes);
+    return buffers_[next_];
+  }
+
+ private:
+  std::vector<std::shared_ptr<std::string>> buffers_;
+  std::size_t next_ = 0;
+  std::size_t max_;
+};
+
 }  // namespace
 
 struct Consumers::State {
@@ -211,6 +245,8 @@ struct Consumers::State {
   std::map<storage::ConsumerKey, std::unique_ptr<Consumer>> consumers;
   std::map<ClientId, ClientRec> clients;
   mutable RecordCache recent{options.record_cache_slots, options.record_cache_bytes};
+  // Enough for a pump of a few thousand records (each scan reads up to read_batch).
+  mutable RecordBuffers scanned{16 * options.read_batch};
   // Routing: consumers by region prefix, and those that take every region.
   std::unordered_map<std::string, std::vector<Consumer*>> by_prefix;
   std::vector<Consumer*> all_regions;
@@ -333,9 +369,13 @@ struct Consumers::State {
   // index (only the filter's own events) or, for a filter of every region, the log.
   struct Scan {
     std::vector<std::uint64_t> seqs;
+    // With Keep::kRecords and a filter of every region: the record of each of `seqs`
+    // (read with them). Otherwise empty: read() finds them.
+    std::vector<std::shared_ptr<const std::string>> records;
     std::uint64_t next = 0;
     bool done = false;
   };
+  enum class Keep { kRecords, kSequences };
   // The record under `seq`, from the cache of recent records or else the log (null if
   // the log does not hold it).
   Result<std::shared_ptr<const std::string>> read(std::uint64_t seq) const {
@@ -347,7 +387,7 @@ struct Consumers::State {
   }
 
   Result<Scan> scan_matching(const Filter& f, std::uint64_t from, std::uint64_t to_excl,
-                             std::size_t max) const {
+                             std::size_t max, Keep keep = Keep::kRecords) const {
     Scan out;
     out.next = from;
     if (from >= to_excl || max == 0) {
@@ -364,12 +404,23 @@ struct Consumers::State {
         if (seq.value >= to_excl) return false;
         ++examined;
         next = seq.value + 1;
-        // Into the cache first: its copy is aligned, so the record is copied once, not
-        // once to decode it and again to send it (send() and read_range() read it next).
-        const auto cached = recent.put(seq.value, rec);
-        const auto* r = record_root(*cached);
+        if (keep == Keep::kSequences) {
+          const auto* r = record_root(rec);
+          KOLABUS_CHECK(r != nullptr);  // the broker only stores records it built
+          if (f.matches_kind(r->routing_kind())) out.seqs.push_back(seq.value);
+          full = out.seqs.size() == max;
+          return !full;
+        }
+        // The copy to send first (a recent one is held already): it is aligned, so the
+        // record is copied once, not once to decode it and again to send it.
+        auto copy = recent.get(seq.value);
+        if (copy == nullptr) copy = scanned.hold(rec);
+        const auto* r = record_root(*copy);
         KOLABUS_CHECK(r != nullptr);  // the broker only stores records it built
-        if (f.matches_kind(r->routing_kind())) out.seqs.push_back(seq.value);
+        if (f.matches_kind(r->routing_kind())) {
+          out.seqs.push_back(seq.value);
+          out.records.push_back(std::move(copy));
+        }
         full = out.seqs.size() == max;
         return !full;
       });
@@ -433,11 +484,16 @@ struct Consumers::State {
   }
 
   // Sends one in-flight event to a client with room. Returns false when none has.
-  bool send(Consumer& c, std::uint64_t seq, Pending& p, TimeMs now, std::vector<Delivery>& out) {
+  // `record`: the event's record when the caller has it (a scan read it), else null.
+  bool send(Consumer& c, std::uint64_t seq, Pending& p, TimeMs now, std::vector<Delivery>& out,
+            std::shared_ptr<const std::string> record = nullptr) {
     Attachment* a = pick_client(c);
     if (a == nullptr) return false;
-    auto rec = read(seq);
-    KOLABUS_CHECK(rec.has_value() && *rec != nullptr);  // sequences come from the log
+    if (record == nullptr) {
+      auto rec = read(seq);
+      KOLABUS_CHECK(rec.has_value() && *rec != nullptr);  // sequences come from the log
+      record = std::move(*rec);
+    }
     a->in_flight++;
     p.client = a->client;
     p.attempt++;
@@ -446,7 +502,7 @@ struct Consumers::State {
     c.timers.emplace_back(p.deadline, seq);
     due_by(p.deadline);
     out.push_back(Delivery{a->client, c.key.owner, c.key.name, Sequence{seq}, p.attempt,
-                           std::move(*rec), a->batch});
+                           std::move(record), a->batch});
     return true;
   }
 
@@ -475,11 +531,14 @@ struct Consumers::State {
       auto scan = scan_matching(c.spec.filter, c.cursor, log.next_sequence().value,
                                 std::min<std::size_t>(room, options.read_batch));
       if (!scan) return;  // a read error: try again on the next turn
-      for (std::uint64_t seq : scan->seqs) {
+      for (std::size_t i = 0; i < scan->seqs.size(); ++i) {
+        const std::uint64_t seq = scan->seqs[i];
         c.cursor = seq + 1;
         if (c.acked_above.contains(seq)) continue;  // acknowledged before a restart
-        Pending& p = c.in_flight[seq];
-        if (!send(c, seq, p, now, out)) {
+        // Above every entry but a redriven dead letter's: the hint makes it O(1).
+        Pending& p = c.in_flight.try_emplace(c.in_flight.end(), seq)->second;
+        auto record = scan->records.empty() ? nullptr : std::move(scan->records[i]);
+        if (!send(c, seq, p, now, out, std::move(record))) {
           // Credit ran out between scan and send (cannot happen: room was counted).
           c.due.insert(seq);
           return;
@@ -529,7 +588,7 @@ struct Consumers::State {
     std::uint64_t from = c.ack_floor + 1;
     const std::uint64_t end = log.next_sequence().value;
     while (from < end && n < kLagCountLimit) {
-      auto scan = scan_matching(c.spec.filter, from, end, 65536);
+      auto scan = scan_matching(c.spec.filter, from, end, 65536, Keep::kSequences);
       if (!scan) break;
       for (std::uint64_t seq : scan->seqs) n += c.acked_above.contains(seq) ? 0 : 1;
       if (scan->done) break;
@@ -879,12 +938,18 @@ CommandResult<RangePage> Consumers::read_range(const Filter& filter, std::uint64
   if (from == 0) from = from_time != 0 ? s_->sequence_at_time(from_time) : 1;
   const std::uint64_t to_excl = to_sequence == 0 ? end : std::min(end, to_sequence + 1);
   const std::size_t max = std::clamp<std::uint32_t>(max_events, 1, 10000);
+  s_->scanned.rewind();
   auto scan = s_->scan_matching(filter, from, to_excl, max);
   if (!scan) {
     return CommandError{ErrorCode::StorageUnavailable, "", scan.error().to_string()};
   }
   RangePage page;
-  for (std::uint64_t seq : scan->seqs) {
+  for (std::size_t i = 0; i < scan->seqs.size(); ++i) {
+    if (!scan->records.empty()) {
+      page.records.push_back(*scan->records[i]);
+      continue;
+    }
+    const std::uint64_t seq = scan->seqs[i];
     auto rec = s_->read(seq);
     if (!rec || *rec == nullptr) {
       return CommandError{ErrorCode::StorageUnavailable, "",
@@ -996,6 +1061,7 @@ std::vector<Delivery> Consumers::pump() {
     s.expire(now);
     s.next_due = s.compute_next_due();
   }
+  s.scanned.rewind();
   std::vector<Delivery> out;
   // Held consumers whose owner may receive again go back to work.
   for (auto it = s.held.begin(); it != s.held.end();) {
