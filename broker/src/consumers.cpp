@@ -108,13 +108,16 @@ struct Attachment {
   std::uint32_t window = 0;
   std::uint32_t in_flight = 0;
   std::uint32_t batch = 1;  // deliveries per message, at most
+  std::uint64_t id = 0;     // unique within its consumer, never 0
 };
 
 struct Pending {
-  std::uint32_t attempt = 0;       // deliveries made so far
-  TimeMs deadline = 0;             // when the current delivery expires
-  std::optional<ClientId> client;  // holder of the current delivery; none: due
-  bool redrive = false;            // a dead letter being delivered again
+  std::uint32_t attempt = 0;  // deliveries made so far
+  TimeMs deadline = 0;        // when the current delivery expires
+  // The Attachment::id of the holder of the current delivery; 0: none, due. An id, not
+  // the ClientId: no string copied per delivery, a smaller map node.
+  std::uint64_t holder = 0;
+  bool redrive = false;  // a dead letter being delivered again
   TimeMs first_sent = 0;
 };
 
@@ -130,6 +133,7 @@ struct Consumer {
   std::multimap<TimeMs, std::uint64_t> delayed;         // Nak with a delay
   std::vector<Attachment> clients;
   std::size_t next_client = 0;
+  std::uint64_t last_attachment_id = 0;
   std::uint64_t dead_count = 0;
   bool has_new = true;  // matching events may lie at or after the cursor
   bool dirty = false;   // position changed since the last flush
@@ -312,9 +316,11 @@ struct Consumers::State {
 
   // The delivery of `seq` no longer counts against its client's window.
   void release(Consumer& c, Pending& p) {
-    if (!p.client) return;
-    if (auto* a = attachment(c, *p.client); a != nullptr && a->in_flight > 0) a->in_flight--;
-    p.client.reset();
+    if (p.holder == 0) return;
+    for (auto& a : c.clients) {
+      if (a.id == p.holder && a.in_flight > 0) a.in_flight--;
+    }
+    p.holder = 0;
     work.insert(&c);
   }
 
@@ -347,10 +353,12 @@ struct Consumers::State {
   }
 
   void detach(const ClientId& client, Consumer& c) {
-    for (auto& [seq, p] : c.in_flight) {
-      if (p.client == client) {
-        p.client.reset();
-        c.due.insert(seq);
+    if (const Attachment* a = attachment(c, client)) {
+      for (auto& [seq, p] : c.in_flight) {
+        if (p.holder == a->id) {
+          p.holder = 0;
+          c.due.insert(seq);
+        }
       }
     }
     std::erase_if(c.clients, [&](const Attachment& a) { return a.client == client; });
@@ -495,7 +503,7 @@ struct Consumers::State {
       record = std::move(*rec);
     }
     a->in_flight++;
-    p.client = a->client;
+    p.holder = a->id;
     p.attempt++;
     p.deadline = now + c.spec.ack_wait_ms;
     if (p.first_sent == 0) p.first_sent = now;
@@ -556,7 +564,7 @@ struct Consumers::State {
         const auto [deadline, seq] = c.timers.front();
         c.timers.pop_front();
         auto it = c.in_flight.find(seq);
-        if (it == c.in_flight.end() || !it->second.client || it->second.deadline != deadline) {
+        if (it == c.in_flight.end() || it->second.holder == 0 || it->second.deadline != deadline) {
           continue;  // acknowledged, or delivered again since
         }
         release(c, it->second);
@@ -567,7 +575,7 @@ struct Consumers::State {
         const std::uint64_t seq = c.delayed.begin()->second;
         c.delayed.erase(c.delayed.begin());
         auto it = c.in_flight.find(seq);
-        if (it != c.in_flight.end() && !it->second.client) {
+        if (it != c.in_flight.end() && it->second.holder == 0) {
           c.due.insert(seq);
           work.insert(&c);
         }
@@ -809,7 +817,7 @@ CommandResult<ConsumerStatus> Consumers::subscribe(const ClientId& client, std::
     a->window = window;
     a->batch = batch;
   } else {
-    c->clients.push_back(Attachment{client, window, 0, batch});
+    c->clients.push_back(Attachment{client, window, 0, batch, ++c->last_attachment_id});
   }
   auto& rec = s.clients[client];
   rec.last_seen = s.clock.now_ms();
@@ -866,7 +874,7 @@ std::optional<CommandError> Consumers::nak(std::string_view owner, std::string_v
   Consumer* c = s_->find(owner, name);
   if (c == nullptr) return unknown_consumer(owner, name);
   auto it = c->in_flight.find(sequence);
-  if (it == c->in_flight.end() || !it->second.client) return std::nullopt;
+  if (it == c->in_flight.end() || it->second.holder == 0) return std::nullopt;
   s_->release(*c, it->second);
   if (delay_ms == 0) {
     c->due.insert(sequence);
