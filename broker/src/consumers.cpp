@@ -249,8 +249,9 @@ struct Consumers::State {
   std::map<storage::ConsumerKey, std::unique_ptr<Consumer>> consumers;
   std::map<ClientId, ClientRec> clients;
   mutable RecordCache recent{options.record_cache_slots, options.record_cache_bytes};
-  // Enough for a pump of a few thousand records (each scan reads up to read_batch).
-  mutable RecordBuffers scanned{16 * options.read_batch};
+  // Enough for a pump that fills a client's largest window (a catch-up's first pump);
+  // about 7 MB of records of 600 bytes.
+  mutable RecordBuffers scanned{std::max<std::size_t>(options.read_batch, options.max_window)};
   // Routing: consumers by region prefix, and those that take every region.
   std::unordered_map<std::string, std::vector<Consumer*>> by_prefix;
   std::vector<Consumer*> all_regions;

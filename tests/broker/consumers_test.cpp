@@ -153,7 +153,8 @@ TEST_CASE("Consumers: every delivery carries its own record, whatever the record
 TEST_CASE("Consumers: records read by a scan stay intact while deliveries hold them") {
   broker::ConsumersOptions o;
   o.record_cache_slots = 3;  // the ring holds almost nothing: the log is read
-  o.read_batch = 2;          // 32 buffers at most
+  o.read_batch = 2;
+  o.max_window = 50;  // 50 buffers at most; a pump fills two windows of 50
   Bus bus(o);
   const TimeMs t = kNow - kDay;
   std::vector<std::vector<std::uint8_t>> evs;
