@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <array>
 #include <limits>
 
 #include <flatbuffers/flatbuffers.h>
@@ -264,37 +265,71 @@ class RecordCache {
 };
 
 // Copies of records read from the log by a scan (a catch-up), each delivered once: the
-// scan's view dies with RocksDB's iterator, so the record is copied, once, here. A
-// buffer no one else holds (its deliveries were sent, the use count is exact: only the
-// broker's loop thread holds these pointers) takes the next record without an
-// allocation. Reused from the front at each pump, so the memory written is the memory
-// of the last round, still in the CPU's caches, not a buffer untouched for 16,384
-// records (the ring above, whose slots a catch-up would also take from live events).
-// At most `max` buffers are kept; beyond, a record gets its own allocation.
+// scan's view dies with RocksDB's iterator, so the record is copied, once, here. The
+// strings sit in slabs of kSlab with one shared count: a slab no one else holds (its
+// deliveries were sent; the count is exact, only the broker's loop thread holds these
+// pointers) takes the next records without an allocation, and handing a record out
+// touches the slab's count, in cache, not a count of its own. Reused from the front at
+// each pump, so the memory written is the memory of the last round, not a buffer
+// untouched for 16,384 records (the ring above, whose slots a catch-up would also take
+// from live events). At most about `max` strings are kept; beyond, a record gets its
+// own allocation.
 class RecordBuffers {
  public:
-  explicit RecordBuffers(std::size_t max) : max_(max) {}
+  explicit RecordBuffers(std::size_t max) : max_slabs_(max / kSlab + 1) {}
 
-  // Every buffer may be free again (a new pump, or an operator's read).
-  void rewind() { next_ = 0; }
+  // Every slab may be free again (a new pump, or an operator's read).
+  void rewind() {
+    slab_ = 0;
+    next_ = 0;
+  }
 
-  // A copy of `bytes`, in a free buffer when there is one.
-  std::shared_ptr<const std::string> hold(std::string_view bytes) {
-    while (next_ < buffers_.size() && buffers_[next_].use_count() > 1) ++next_;
-    if (next_ == buffers_.size()) {
-      if (buffers_.size() == max_) return std::make_shared<const std::string>(bytes);
-      buffers_.push_back(std::make_shared<std::string>());
+  // A copy of `bytes`, valid until the next stage() or rewind(); keep() hands it out.
+  const std::string& stage(std::string_view bytes) {
+    loose_.reset();
+    if (!find_room()) {
+      loose_ = std::make_shared<std::string>(bytes);
+      return *loose_;
     }
-    // Not advanced: a record the caller drops at once (not matching its filter) leaves
-    // the buffer free for the next one.
-    buffers_[next_]->assign(bytes);
-    return buffers_[next_];
+    std::string& s = slabs_[slab_]->records[next_];
+    s.assign(bytes);
+    return s;
+  }
+
+  // The string stage() last filled, shared; the next stage() fills another. A string
+  // staged and not kept (a record the filter does not take) is filled again.
+  std::shared_ptr<const std::string> keep() {
+    if (loose_ != nullptr) return std::move(loose_);
+    return {slabs_[slab_], &slabs_[slab_]->records[next_++]};
   }
 
  private:
-  std::vector<std::shared_ptr<std::string>> buffers_;
-  std::size_t next_ = 0;
-  std::size_t max_;
+  static constexpr std::size_t kSlab = 64;
+  struct Slab {
+    std::array<std::string, kSlab> records;
+  };
+
+  // Moves to a string that may be written: the current slab's next one if the slab is
+  // this pump's (some handed out already) or no one holds it, else the next such slab.
+  bool find_room() {
+    for (;;) {
+      if (slab_ == slabs_.size()) {
+        if (slabs_.size() == max_slabs_) return false;
+        slabs_.push_back(std::make_shared<Slab>());
+        next_ = 0;
+        return true;
+      }
+      if (next_ < kSlab && (next_ > 0 || slabs_[slab_].use_count() == 1)) return true;
+      ++slab_;
+      next_ = 0;
+    }
+  }
+
+  std::vector<std::shared_ptr<Slab>> slabs_;
+  std::size_t slab_ = 0;  // the slab being filled
+  std::size_t next_ = 0;  // its next string
+  std::size_t max_slabs_;
+  std::shared_ptr<std::string> loose_;  // staged outside the slabs (all held)
 };
 
 }  // namespace
@@ -483,13 +518,13 @@ struct Consumers::State {
         }
         // The copy to send first (a recent one is held already): it is aligned, so the
         // record is copied once, not once to decode it and again to send it.
-        auto copy = recent.get(seq.value);
-        if (copy == nullptr) copy = scanned.hold(rec);
-        const auto* r = record_root(*copy);
+        auto recent_copy = recent.get(seq.value);
+        const std::string& copy = recent_copy ? *recent_copy : scanned.stage(rec);
+        const auto* r = record_root(copy);
         KOLABUS_CHECK(r != nullptr);  // the broker only stores records it built
         if (f.matches_kind(r->routing_kind())) {
           out.seqs.push_back(seq.value);
-          out.records.push_back(std::move(copy));
+          out.records.push_back(recent_copy ? std::move(recent_copy) : scanned.keep());
         }
         full = out.seqs.size() == max;
         return !full;

@@ -154,7 +154,7 @@ TEST_CASE("Consumers: records read by a scan stay intact while deliveries hold t
   broker::ConsumersOptions o;
   o.record_cache_slots = 3;  // the ring holds almost nothing: the log is read
   o.read_batch = 2;
-  o.max_window = 50;  // 50 buffers at most; a pump fills two windows of 50
+  o.max_window = 50;  // about 50 buffers kept; a pump fills two windows of 50
   Bus bus(o);
   const TimeMs t = kNow - kDay;
   std::vector<std::vector<std::uint8_t>> evs;
