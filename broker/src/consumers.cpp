@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <array>
 #include <limits>
 
 #include <flatbuffers/flatbuffers.h>
@@ -108,28 +109,92 @@ struct Attachment {
   std::uint32_t window = 0;
   std::uint32_t in_flight = 0;
   std::uint32_t batch = 1;  // deliveries per message, at most
+  std::uint64_t id = 0;     // unique within its consumer, never 0
 };
 
 struct Pending {
-  std::uint32_t attempt = 0;       // deliveries made so far
-  TimeMs deadline = 0;             // when the current delivery expires
-  std::optional<ClientId> client;  // holder of the current delivery; none: due
-  bool redrive = false;            // a dead letter being delivered again
+  std::uint32_t attempt = 0;  // deliveries made so far
+  TimeMs deadline = 0;        // when the current delivery expires
+  // The Attachment::id of the holder of the current delivery; 0: none, due. An id, not
+  // the ClientId: no string copied per delivery, a smaller map node.
+  std::uint64_t holder = 0;
+  bool redrive = false;  // a dead letter being delivered again
   TimeMs first_sent = 0;
 };
 
+// Freed nodes of the in-flight maps, kept for the next insert: a catch-up inserts one
+// per delivered event and erases it on its acknowledgement, and glibc's malloc spent
+// more on them (splitting and merging chunks among the records' sizes) than the tree.
+// Holds nodes of one size (the maps' only allocation), at most kMax of them.
+class NodeFreeList {
+ public:
+  NodeFreeList() = default;
+  NodeFreeList(const NodeFreeList&) = delete;
+  NodeFreeList& operator=(const NodeFreeList&) = delete;
+  ~NodeFreeList() {
+    for (void* p : free_) ::operator delete(p);
+  }
+
+  void* take(std::size_t size) {
+    if (size != size_ || free_.empty()) return ::operator new(size);
+    void* p = free_.back();
+    free_.pop_back();
+    return p;
+  }
+  void give(void* p, std::size_t size) {
+    if (size_ == 0) size_ = size;
+    if (size != size_ || free_.size() >= kMax) {
+      ::operator delete(p);
+      return;
+    }
+    free_.push_back(p);
+  }
+
+ private:
+  static constexpr std::size_t kMax = 1 << 16;  // 6 MB of nodes of ~96 bytes
+  std::vector<void*> free_;
+  std::size_t size_ = 0;
+};
+
+template <typename T>
+struct NodeAllocator {
+  using value_type = T;
+  NodeFreeList* list;
+  explicit NodeAllocator(NodeFreeList* l) : list(l) {}
+  template <typename U>
+  NodeAllocator(const NodeAllocator<U>& o) : list(o.list) {}  // NOLINT: rebinding
+  T* allocate(std::size_t n) {
+    if (n != 1) return std::allocator<T>().allocate(n);
+    return static_cast<T*>(list->take(sizeof(T)));
+  }
+  void deallocate(T* p, std::size_t n) {
+    if (n != 1) return std::allocator<T>().deallocate(p, n);
+    list->give(p, sizeof(T));
+  }
+  template <typename U>
+  bool operator==(const NodeAllocator<U>& o) const {
+    return list == o.list;
+  }
+};
+
+using InFlight = std::map<std::uint64_t, Pending, std::less<std::uint64_t>,
+                          NodeAllocator<std::pair<const std::uint64_t, Pending>>>;
+
 struct Consumer {
+  explicit Consumer(NodeFreeList& nodes) : in_flight(InFlight::allocator_type(&nodes)) {}
+
   storage::ConsumerKey key;
   ConsumerSpec spec;
   std::uint64_t ack_floor = 0;
   std::set<std::uint64_t> acked_above;
   std::uint64_t cursor = 1;  // next sequence to consider for a first delivery
-  std::map<std::uint64_t, Pending> in_flight;
+  InFlight in_flight;
   std::set<std::uint64_t> due;  // in_flight entries waiting to be sent (again)
   std::deque<std::pair<TimeMs, std::uint64_t>> timers;  // ack deadlines, send order; lazy
   std::multimap<TimeMs, std::uint64_t> delayed;         // Nak with a delay
   std::vector<Attachment> clients;
   std::size_t next_client = 0;
+  std::uint64_t last_attachment_id = 0;
   std::uint64_t dead_count = 0;
   bool has_new = true;  // matching events may lie at or after the cursor
   bool dirty = false;   // position changed since the last flush
@@ -149,7 +214,7 @@ struct ClientRec {
 
 // The records of recent sequences, so that fan-out reads a new event from memory once
 // per matching consumer instead of from RocksDB (each Medan event goes to about 12
-// consumers), and a catch-up that scanned the log does not read each record again.
+// consumers). Records a scan reads from the log go to RecordBuffers instead.
 // A ring by sequence: a record stays until a sequence `slots` later takes its slot, or
 // the byte budget leaves no room for it. Bounded by both.
 class RecordCache {
@@ -199,6 +264,74 @@ class RecordCache {
   std::size_t max_bytes_;
 };
 
+// Copies of records read from the log by a scan (a catch-up), each delivered once: the
+// scan's view dies with RocksDB's iterator, so the record is copied, once, here. The
+// strings sit in slabs of kSlab with one shared count: a slab no one else holds (its
+// deliveries were sent; the count is exact, only the broker's loop thread holds these
+// pointers) takes the next records without an allocation, and handing a record out
+// touches the slab's count, in cache, not a count of its own. Reused from the front at
+// each pump, so the memory written is the memory of the last round, not a buffer
+// untouched for 16,384 records (the ring above, whose slots a catch-up would also take
+// from live events). At most about `max` strings are kept; beyond, a record gets its
+// own allocation.
+class RecordBuffers {
+ public:
+  explicit RecordBuffers(std::size_t max) : max_slabs_(max / kSlab + 1) {}
+
+  // Every slab may be free again (a new pump, or an operator's read).
+  void rewind() {
+    slab_ = 0;
+    next_ = 0;
+  }
+
+  // A copy of `bytes`, valid until the next stage() or rewind(); keep() hands it out.
+  const std::string& stage(std::string_view bytes) {
+    loose_.reset();
+    if (!find_room()) {
+      loose_ = std::make_shared<std::string>(bytes);
+      return *loose_;
+    }
+    std::string& s = slabs_[slab_]->records[next_];
+    s.assign(bytes);
+    return s;
+  }
+
+  // The string stage() last filled, shared; the next stage() fills another. A string
+  // staged and not kept (a record the filter does not take) is filled again.
+  std::shared_ptr<const std::string> keep() {
+    if (loose_ != nullptr) return std::move(loose_);
+    return {slabs_[slab_], &slabs_[slab_]->records[next_++]};
+  }
+
+ private:
+  static constexpr std::size_t kSlab = 64;
+  struct Slab {
+    std::array<std::string, kSlab> records;
+  };
+
+  // Moves to a string that may be written: the current slab's next one if the slab is
+  // this pump's (some handed out already) or no one holds it, else the next such slab.
+  bool find_room() {
+    for (;;) {
+      if (slab_ == slabs_.size()) {
+        if (slabs_.size() == max_slabs_) return false;
+        slabs_.push_back(std::make_shared<Slab>());
+        next_ = 0;
+        return true;
+      }
+      if (next_ < kSlab && (next_ > 0 || slabs_[slab_].use_count() == 1)) return true;
+      ++slab_;
+      next_ = 0;
+    }
+  }
+
+  std::vector<std::shared_ptr<Slab>> slabs_;
+  std::size_t slab_ = 0;  // the slab being filled
+  std::size_t next_ = 0;  // its next string
+  std::size_t max_slabs_;
+  std::shared_ptr<std::string> loose_;  // staged outside the slabs (all held)
+};
+
 }  // namespace
 
 struct Consumers::State {
@@ -208,9 +341,13 @@ struct Consumers::State {
   const Clock& clock;
   ConsumersOptions options;
 
+  NodeFreeList in_flight_nodes;  // before `consumers`: their maps give nodes back to it
   std::map<storage::ConsumerKey, std::unique_ptr<Consumer>> consumers;
   std::map<ClientId, ClientRec> clients;
   mutable RecordCache recent{options.record_cache_slots, options.record_cache_bytes};
+  // Enough for a pump that fills a client's largest window (a catch-up's first pump);
+  // about 7 MB of records of 600 bytes.
+  mutable RecordBuffers scanned{std::max<std::size_t>(options.read_batch, options.max_window)};
   // Routing: consumers by region prefix, and those that take every region.
   std::unordered_map<std::string, std::vector<Consumer*>> by_prefix;
   std::vector<Consumer*> all_regions;
@@ -276,9 +413,11 @@ struct Consumers::State {
 
   // The delivery of `seq` no longer counts against its client's window.
   void release(Consumer& c, Pending& p) {
-    if (!p.client) return;
-    if (auto* a = attachment(c, *p.client); a != nullptr && a->in_flight > 0) a->in_flight--;
-    p.client.reset();
+    if (p.holder == 0) return;
+    for (auto& a : c.clients) {
+      if (a.id == p.holder && a.in_flight > 0) a.in_flight--;
+    }
+    p.holder = 0;
     work.insert(&c);
   }
 
@@ -311,10 +450,12 @@ struct Consumers::State {
   }
 
   void detach(const ClientId& client, Consumer& c) {
-    for (auto& [seq, p] : c.in_flight) {
-      if (p.client == client) {
-        p.client.reset();
-        c.due.insert(seq);
+    if (const Attachment* a = attachment(c, client)) {
+      for (auto& [seq, p] : c.in_flight) {
+        if (p.holder == a->id) {
+          p.holder = 0;
+          c.due.insert(seq);
+        }
       }
     }
     std::erase_if(c.clients, [&](const Attachment& a) { return a.client == client; });
@@ -333,9 +474,13 @@ struct Consumers::State {
   // index (only the filter's own events) or, for a filter of every region, the log.
   struct Scan {
     std::vector<std::uint64_t> seqs;
+    // With Keep::kRecords and a filter of every region: the record of each of `seqs`
+    // (read with them). Otherwise empty: read() finds them.
+    std::vector<std::shared_ptr<const std::string>> records;
     std::uint64_t next = 0;
     bool done = false;
   };
+  enum class Keep { kRecords, kSequences };
   // The record under `seq`, from the cache of recent records or else the log (null if
   // the log does not hold it).
   Result<std::shared_ptr<const std::string>> read(std::uint64_t seq) const {
@@ -347,7 +492,7 @@ struct Consumers::State {
   }
 
   Result<Scan> scan_matching(const Filter& f, std::uint64_t from, std::uint64_t to_excl,
-                             std::size_t max) const {
+                             std::size_t max, Keep keep = Keep::kRecords) const {
     Scan out;
     out.next = from;
     if (from >= to_excl || max == 0) {
@@ -364,12 +509,23 @@ struct Consumers::State {
         if (seq.value >= to_excl) return false;
         ++examined;
         next = seq.value + 1;
-        // Into the cache first: its copy is aligned, so the record is copied once, not
-        // once to decode it and again to send it (send() and read_range() read it next).
-        const auto cached = recent.put(seq.value, rec);
-        const auto* r = record_root(*cached);
+        if (keep == Keep::kSequences) {
+          const auto* r = record_root(rec);
+          KOLABUS_CHECK(r != nullptr);  // the broker only stores records it built
+          if (f.matches_kind(r->routing_kind())) out.seqs.push_back(seq.value);
+          full = out.seqs.size() == max;
+          return !full;
+        }
+        // The copy to send first (a recent one is held already): it is aligned, so the
+        // record is copied once, not once to decode it and again to send it.
+        auto recent_copy = recent.get(seq.value);
+        const std::string& copy = recent_copy ? *recent_copy : scanned.stage(rec);
+        const auto* r = record_root(copy);
         KOLABUS_CHECK(r != nullptr);  // the broker only stores records it built
-        if (f.matches_kind(r->routing_kind())) out.seqs.push_back(seq.value);
+        if (f.matches_kind(r->routing_kind())) {
+          out.seqs.push_back(seq.value);
+          out.records.push_back(recent_copy ? std::move(recent_copy) : scanned.keep());
+        }
         full = out.seqs.size() == max;
         return !full;
       });
@@ -433,20 +589,25 @@ struct Consumers::State {
   }
 
   // Sends one in-flight event to a client with room. Returns false when none has.
-  bool send(Consumer& c, std::uint64_t seq, Pending& p, TimeMs now, std::vector<Delivery>& out) {
+  // `record`: the event's record when the caller has it (a scan read it), else null.
+  bool send(Consumer& c, std::uint64_t seq, Pending& p, TimeMs now, std::vector<Delivery>& out,
+            std::shared_ptr<const std::string> record = nullptr) {
     Attachment* a = pick_client(c);
     if (a == nullptr) return false;
-    auto rec = read(seq);
-    KOLABUS_CHECK(rec.has_value() && *rec != nullptr);  // sequences come from the log
+    if (record == nullptr) {
+      auto rec = read(seq);
+      KOLABUS_CHECK(rec.has_value() && *rec != nullptr);  // sequences come from the log
+      record = std::move(*rec);
+    }
     a->in_flight++;
-    p.client = a->client;
+    p.holder = a->id;
     p.attempt++;
     p.deadline = now + c.spec.ack_wait_ms;
     if (p.first_sent == 0) p.first_sent = now;
     c.timers.emplace_back(p.deadline, seq);
     due_by(p.deadline);
     out.push_back(Delivery{a->client, c.key.owner, c.key.name, Sequence{seq}, p.attempt,
-                           std::move(*rec), a->batch});
+                           std::move(record), a->batch});
     return true;
   }
 
@@ -475,11 +636,14 @@ struct Consumers::State {
       auto scan = scan_matching(c.spec.filter, c.cursor, log.next_sequence().value,
                                 std::min<std::size_t>(room, options.read_batch));
       if (!scan) return;  // a read error: try again on the next turn
-      for (std::uint64_t seq : scan->seqs) {
+      for (std::size_t i = 0; i < scan->seqs.size(); ++i) {
+        const std::uint64_t seq = scan->seqs[i];
         c.cursor = seq + 1;
         if (c.acked_above.contains(seq)) continue;  // acknowledged before a restart
-        Pending& p = c.in_flight[seq];
-        if (!send(c, seq, p, now, out)) {
+        // Above every entry but a redriven dead letter's: the hint makes it O(1).
+        Pending& p = c.in_flight.try_emplace(c.in_flight.end(), seq)->second;
+        auto record = scan->records.empty() ? nullptr : std::move(scan->records[i]);
+        if (!send(c, seq, p, now, out, std::move(record))) {
           // Credit ran out between scan and send (cannot happen: room was counted).
           c.due.insert(seq);
           return;
@@ -497,7 +661,7 @@ struct Consumers::State {
         const auto [deadline, seq] = c.timers.front();
         c.timers.pop_front();
         auto it = c.in_flight.find(seq);
-        if (it == c.in_flight.end() || !it->second.client || it->second.deadline != deadline) {
+        if (it == c.in_flight.end() || it->second.holder == 0 || it->second.deadline != deadline) {
           continue;  // acknowledged, or delivered again since
         }
         release(c, it->second);
@@ -508,7 +672,7 @@ struct Consumers::State {
         const std::uint64_t seq = c.delayed.begin()->second;
         c.delayed.erase(c.delayed.begin());
         auto it = c.in_flight.find(seq);
-        if (it != c.in_flight.end() && !it->second.client) {
+        if (it != c.in_flight.end() && it->second.holder == 0) {
           c.due.insert(seq);
           work.insert(&c);
         }
@@ -529,7 +693,7 @@ struct Consumers::State {
     std::uint64_t from = c.ack_floor + 1;
     const std::uint64_t end = log.next_sequence().value;
     while (from < end && n < kLagCountLimit) {
-      auto scan = scan_matching(c.spec.filter, from, end, 65536);
+      auto scan = scan_matching(c.spec.filter, from, end, 65536, Keep::kSequences);
       if (!scan) break;
       for (std::uint64_t seq : scan->seqs) n += c.acked_above.contains(seq) ? 0 : 1;
       if (scan->done) break;
@@ -647,7 +811,7 @@ Status Consumers::load() {
       return unexpected(Errc::kCorruption, "consumer " + st.key.owner + "/" + st.key.name +
                                                ": stored configuration does not decode");
     }
-    auto c = std::make_unique<Consumer>();
+    auto c = std::make_unique<Consumer>(s_->in_flight_nodes);
     c->key = st.key;
     c->spec = std::move(*spec);
     c->ack_floor = st.ack_floor;
@@ -735,7 +899,7 @@ CommandResult<ConsumerStatus> Consumers::subscribe(const ClientId& client, std::
       c->dirty = true;
     }
   } else {
-    auto fresh = std::make_unique<Consumer>();
+    auto fresh = std::make_unique<Consumer>(s.in_flight_nodes);
     fresh->key = storage::ConsumerKey{std::string(owner), spec.name};
     fresh->spec = spec;
     fresh->cursor = s.start_cursor(spec.start, spec.start_sequence, spec.start_time);
@@ -750,7 +914,7 @@ CommandResult<ConsumerStatus> Consumers::subscribe(const ClientId& client, std::
     a->window = window;
     a->batch = batch;
   } else {
-    c->clients.push_back(Attachment{client, window, 0, batch});
+    c->clients.push_back(Attachment{client, window, 0, batch, ++c->last_attachment_id});
   }
   auto& rec = s.clients[client];
   rec.last_seen = s.clock.now_ms();
@@ -807,7 +971,7 @@ std::optional<CommandError> Consumers::nak(std::string_view owner, std::string_v
   Consumer* c = s_->find(owner, name);
   if (c == nullptr) return unknown_consumer(owner, name);
   auto it = c->in_flight.find(sequence);
-  if (it == c->in_flight.end() || !it->second.client) return std::nullopt;
+  if (it == c->in_flight.end() || it->second.holder == 0) return std::nullopt;
   s_->release(*c, it->second);
   if (delay_ms == 0) {
     c->due.insert(sequence);
@@ -879,12 +1043,18 @@ CommandResult<RangePage> Consumers::read_range(const Filter& filter, std::uint64
   if (from == 0) from = from_time != 0 ? s_->sequence_at_time(from_time) : 1;
   const std::uint64_t to_excl = to_sequence == 0 ? end : std::min(end, to_sequence + 1);
   const std::size_t max = std::clamp<std::uint32_t>(max_events, 1, 10000);
+  s_->scanned.rewind();
   auto scan = s_->scan_matching(filter, from, to_excl, max);
   if (!scan) {
     return CommandError{ErrorCode::StorageUnavailable, "", scan.error().to_string()};
   }
   RangePage page;
-  for (std::uint64_t seq : scan->seqs) {
+  for (std::size_t i = 0; i < scan->seqs.size(); ++i) {
+    if (!scan->records.empty()) {
+      page.records.push_back(*scan->records[i]);
+      continue;
+    }
+    const std::uint64_t seq = scan->seqs[i];
     auto rec = s_->read(seq);
     if (!rec || *rec == nullptr) {
       return CommandError{ErrorCode::StorageUnavailable, "",
@@ -996,6 +1166,7 @@ std::vector<Delivery> Consumers::pump() {
     s.expire(now);
     s.next_due = s.compute_next_due();
   }
+  s.scanned.rewind();
   std::vector<Delivery> out;
   // Held consumers whose owner may receive again go back to work.
   for (auto it = s.held.begin(); it != s.held.end();) {

@@ -20,14 +20,25 @@ std::vector<std::vector<const Delivery*>> group_deliveries(
   };
   // (client, owner, consumer) -> its group being filled.
   std::map<std::tuple<std::string_view, std::string_view, std::string_view>, Open> open;
+  // The previous batched delivery and its entry: a round makes a consumer's deliveries
+  // one after the other, so most need no look-up.
+  const Delivery* last = nullptr;
+  Open* last_open = nullptr;
   for (const Delivery* d : deliveries) {
     const std::size_t bytes = d->record->size() + kDeliveryOverheadBytes;
     if (d->batch <= 1) {
       groups.push_back({d});
       continue;
     }
-    auto [it, added] = open.try_emplace({d->client.bytes, d->owner, d->consumer}, Open{0, 0});
-    Open& o = it->second;
+    bool added = false;
+    if (last == nullptr || d->client != last->client || d->owner != last->owner ||
+        d->consumer != last->consumer) {
+      auto [it, fresh] = open.try_emplace({d->client.bytes, d->owner, d->consumer}, Open{0, 0});
+      added = fresh;
+      last_open = &it->second;
+    }
+    last = d;
+    Open& o = *last_open;
     const bool fits = !added && groups[o.index].size() < d->batch && o.bytes + bytes <= max_bytes;
     if (!fits) {
       o = Open{groups.size(), 0};

@@ -147,6 +147,60 @@ TEST_CASE("Consumers: every delivery carries its own record, whatever the record
   }
 }
 
+// A catch-up copies each record it reads from the log into a buffer that is reused once
+// no delivery holds it. Deliveries kept across pumps and operator reads, more of them
+// than buffers are kept, and records skipped by a kind filter must all stay their own.
+TEST_CASE("Consumers: records read by a scan stay intact while deliveries hold them") {
+  broker::ConsumersOptions o;
+  o.record_cache_slots = 3;  // the ring holds almost nothing: the log is read
+  o.read_batch = 2;
+  o.max_window = 50;  // about 50 buffers kept; a pump fills two windows of 50
+  Bus bus(o);
+  const TimeMs t = kNow - kDay;
+  std::vector<std::vector<std::uint8_t>> evs;
+  for (int i = 0; i < 120; ++i) {
+    evs.push_back(i % 3 == 1 ? test::make_death("1271011001", t + i)
+                             : test::make_birth("1271021002", t + i));
+  }
+  bus.publish(evs);
+  bus.subscribe("c1", "all", {}, {}, 50);
+  bus.subscribe("c2", "births", {kBirth}, {}, 50);
+  std::vector<broker::Delivery> kept;
+  std::map<std::string, std::vector<std::uint64_t>> got;
+  for (int round = 0; round < 6; ++round) {
+    auto due = bus.consumers->pump();
+    std::map<std::string, std::vector<std::uint64_t>> acks;
+    for (auto& d : due) {
+      got[d.consumer].push_back(d.sequence.value);
+      acks[d.consumer].push_back(d.sequence.value);
+      kept.push_back(std::move(d));
+    }
+    for (const auto& [name, seqs] : acks) bus.ack(name, seqs);
+    // An operator's read between pumps reuses the buffers no delivery holds.
+    auto f = bus.consumers->make_filter({}, {});
+    REQUIRE(std::holds_alternative<broker::Filter>(f));
+    auto page = bus.consumers->read_range(std::get<broker::Filter>(f), 1, 0, 0, 40);
+    REQUIRE(std::holds_alternative<broker::RangePage>(page));
+    const auto& records = std::get<broker::RangePage>(page).records;
+    REQUIRE(records.size() == 40);
+    for (std::size_t i = 0; i < records.size(); ++i) {
+      auto stored = bus.log.read(Sequence{i + 1});
+      REQUIRE(stored.has_value());
+      REQUIRE(stored->has_value());
+      CHECK(records[i] == **stored);
+    }
+  }
+  CHECK(got["all"].size() == 120);
+  CHECK(got["births"].size() == 80);
+  for (const auto& d : kept) {
+    auto stored = bus.log.read(d.sequence);
+    REQUIRE(stored.has_value());
+    REQUIRE(stored->has_value());
+    REQUIRE(d.record != nullptr);
+    CHECK(*d.record == **stored);
+  }
+}
+
 TEST_CASE(
     "Consumers: a filter is kinds x region prefixes at every level, a move matches at "
     "either end") {
