@@ -52,6 +52,17 @@ rocksdb::ColumnFamilyOptions ascending_options(const std::shared_ptr<rocksdb::Ca
   return o;
 }
 
+// The log is read in long runs (a consumer catching up, a replay): LZ4 at every level,
+// not ZSTD at the bottom one, where nearly all of it lies. Decompressing ZSTD blocks was
+// 22-30 % of the broker's CPU in the catch-up benchmark; LZ4 costs some disk instead
+// (docs/BENCHMARKS.md).
+rocksdb::ColumnFamilyOptions log_options(const std::shared_ptr<rocksdb::Cache>& cache,
+                                         std::size_t write_buffer) {
+  auto o = ascending_options(cache, write_buffer);
+  o.bottommost_compression = rocksdb::kDisableCompressionOption;  // `compression` everywhere
+  return o;
+}
+
 // Almost every id lookup (a publish checking for a duplicate) misses. A bloom filter
 // over the memtable's keys answers most misses without searching the skiplist (it was
 // 10 % of the publish path); 5 % of the write buffer gives about 20 bits per id.
@@ -91,7 +102,7 @@ detail::OpenSpec broker_spec(const std::string& dir, const RocksOptions& options
   spec.cfs = {
       {rocksdb::kDefaultColumnFamilyName,
        detail::column_family_options(cache, detail::Bloom::kNo, 1 << 20)},
-      {"log", ascending_options(cache, kWriteBuffer)},
+      {"log", log_options(cache, kWriteBuffer)},
       {"ids", ids_options(cache, kWriteBuffer)},
       {"regions", regions_options(cache, kWriteBuffer)},
       // Consumer state is rewritten on every acknowledgement but stays small: few keys,
