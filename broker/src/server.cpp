@@ -243,12 +243,13 @@ class ZapHandler {
 };
 
 // The fsync of a pipelined group commit, on a thread of its own: the loop writes a
-// drain's events without waiting for the disk (Core::Commit::kDeferred) and starts a
-// sync; while the disk works, the loop goes on reading, validating and writing the
-// next drain, answering consumers and delivering what is already durable. The result
-// comes back through an eventfd that the loop polls with its socket. At most one sync
-// runs at a time; what is written meanwhile waits for the next one, which starts as
-// soon as this one ends (so one fsync covers all of it).
+// drain's events without waiting for the disk (Core::Commit::kDeferred) and asks for a
+// sync; while the disk works, the loop goes on reading, validating and writing the next
+// drain, answering consumers and delivering what is already durable. A sync asked for
+// while one runs starts as soon as that one ends, on this thread, without waiting for
+// the loop: syncs follow each other back to back while writes keep coming, and each
+// covers everything written before it started. Results come back through an eventfd
+// that the loop polls with its socket.
 class Syncer {
  public:
   explicit Syncer(std::function<Result<Sequence>()> sync)
@@ -268,15 +269,11 @@ class Syncer {
   Syncer(const Syncer&) = delete;
   Syncer& operator=(const Syncer&) = delete;
 
-  // Readable (POLLIN) when a sync has ended.
+  // Readable (POLLIN) when a result waits.
   int fd() const { return fd_; }
-  // The loop's view: a sync was started and its result not yet taken.
-  bool busy() const { return busy_; }
 
-  // REQUIRES: !busy().
-  void start() {
-    KOLABUS_CHECK(!busy_);
-    busy_ = true;
+  // Asks for a sync that starts after this call.
+  void request() {
     {
       std::lock_guard lock(mu_);
       requested_ = true;
@@ -284,21 +281,25 @@ class Syncer {
     cv_.notify_one();
   }
 
-  // The ended sync's result, or nullopt if none has ended.
+  // No sync asked for, running, or with its result waiting.
+  bool idle() {
+    std::lock_guard lock(mu_);
+    return !requested_ && !running_ && !result_.has_value();
+  }
+
+  // What the syncs since the last take() achieved, or nullopt if none ended: the first
+  // failure if one failed, else the last durable end.
   std::optional<Result<Sequence>> take() {
     std::uint64_t n = 0;
     if (::read(fd_, &n, sizeof n) != sizeof n) return std::nullopt;
     std::lock_guard lock(mu_);
-    KOLABUS_CHECK(result_.has_value());
-    auto r = std::move(*result_);
+    auto r = std::move(result_);
     result_.reset();
-    busy_ = false;
     return r;
   }
 
-  // Blocks until the running sync (if any) ends; returns its result.
+  // Waits up to `timeout` for a result.
   std::optional<Result<Sequence>> wait(std::chrono::milliseconds timeout) {
-    if (!busy_) return std::nullopt;
     pollfd p{fd_, POLLIN, 0};
     (void)::poll(&p, 1, static_cast<int>(timeout.count()));
     return take();
@@ -311,10 +312,13 @@ class Syncer {
       cv_.wait(lock, [&] { return stop_ || requested_; });
       if (stop_) return;
       requested_ = false;
+      running_ = true;
       lock.unlock();
       auto r = sync_();
       lock.lock();
-      result_ = std::move(r);
+      running_ = false;
+      // A failure stays until the loop has taken it; a success replaces an earlier one.
+      if (!result_ || result_->has_value()) result_ = std::move(r);
       const std::uint64_t one = 1;
       (void)!::write(fd_, &one, sizeof one);
     }
@@ -322,11 +326,11 @@ class Syncer {
 
   std::function<Result<Sequence>()> sync_;
   const int fd_;
-  bool busy_ = false;  // the loop's only
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;                       // guarded by mu_
   bool requested_ = false;                  // guarded by mu_
+  bool running_ = false;                    // guarded by mu_
   std::optional<Result<Sequence>> result_;  // guarded by mu_
   std::thread thread_;
 };
@@ -383,7 +387,6 @@ struct Server::Impl {
   Syncer syncer{[this] { return core.sync(); }};
   std::vector<HeldAck> held_acks;
   std::deque<Unsynced> unsynced;
-  bool sync_wanted = false;  // written while a sync ran: another one is due
 
   void storage_failed(std::string_view what, const std::string& why) {
     if (storage_down || !resume_storage) return;
@@ -1185,7 +1188,15 @@ struct Server::Impl {
         send(batch[i].envelope, nack_response(batch[i].corr, o.id, n));
       }
     }
-    if (!held_acks.empty() || !unsynced.empty()) want_sync();
+    if (held_acks.empty() && unsynced.empty()) return;
+    // Nothing more to read and no sync running: sync here. That saves the two thread
+    // hand-offs, which are most of a window-1 publisher's extra round trip; with more
+    // waiting on the socket, the sync thread syncs while the loop reads on.
+    if (syncer.idle() && !(socket.get(zmq::sockopt::events) & ZMQ_POLLIN)) {
+      on_synced(core.sync());
+      return;
+    }
+    want_sync();
   }
 
   // The NACK of an event written but not synced when the sync failed, or a resend of
@@ -1199,14 +1210,7 @@ struct Server::Impl {
                 true};
   }
 
-  void want_sync() {
-    if (syncer.busy()) {
-      sync_wanted = true;
-      return;
-    }
-    sync_wanted = false;
-    syncer.start();
-  }
+  void want_sync() { syncer.request(); }
 
   // A sync ended: ACK what it made durable and tell consumers of those events; on
   // failure NACK what waited for it.
@@ -1215,7 +1219,6 @@ struct Server::Impl {
       const std::string why = r.error().to_string();
       for (auto& h : held_acks) send(h.envelope, nack_response(h.corr, h.id, unsynced_nack(why)));
       held_acks.clear();
-      sync_wanted = false;
       // RocksDB 7.8 cannot resume after a failed fsync of its write-ahead log: the
       // resume attempts keep failing ("Seen error") until the broker is restarted,
       // which replays the log.
@@ -1242,7 +1245,6 @@ struct Server::Impl {
       consumers.on_appended(unsynced.front().batch.events);
       unsynced.pop_front();
     }
-    if (sync_wanted || !held_acks.empty() || !unsynced.empty()) want_sync();
   }
 
   // Polls the syncer without waiting.
@@ -1252,11 +1254,9 @@ struct Server::Impl {
 
   // At stop: the last sync's ACKs go out (best effort: the socket closes right after).
   void finish_syncs() {
-    for (int round = 0; round < 3 && (syncer.busy() || !held_acks.empty()); ++round) {
-      if (!syncer.busy()) {
-        if (storage_down) break;
-        syncer.start();
-      }
+    for (int round = 0; round < 3 && !(held_acks.empty() && syncer.idle()); ++round) {
+      if (storage_down) break;
+      if (!held_acks.empty()) syncer.request();
       if (auto r = syncer.wait(std::chrono::seconds(10))) on_synced(*r);
     }
   }
@@ -1382,7 +1382,7 @@ void Server::run() {
       }
       if (!batch.empty()) im.commit(batch);
     }
-    if (!im.syncer.busy()) im.maybe_resume();  // never while a sync runs
+    if (im.storage_down && im.syncer.idle()) im.maybe_resume();  // never while a sync runs
     im.record_refused_connections();
     // While the store refuses writes, no delivery round: a delivery needs its audit
     // record, and an attempt that cannot be sent must not count towards max_deliver.
