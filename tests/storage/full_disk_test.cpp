@@ -32,18 +32,8 @@ std::vector<Ev> events(std::size_t n, char fill, std::size_t bytes = 200) {
   return out;
 }
 
-Status append(EventLog& log, const std::vector<Ev>& evs) {
-  std::vector<AppendRecord> recs;
-  std::uint64_t seq = log.next_sequence().value;
-  for (const auto& e : evs) {
-    recs.push_back(AppendRecord{
-        Sequence{seq++}, e.id, 1, e.regions,
-        std::span(reinterpret_cast<const std::uint8_t*>(e.body.data()), e.body.size())});
-  }
-  return log.append(recs);
-}
-
-Status append_unsynced(EventLog& log, const std::vector<Ev>& evs) {
+// The records of `evs`, numbered from the log's appended end; they borrow from `evs`.
+std::vector<AppendRecord> records_of(const EventLog& log, const std::vector<Ev>& evs) {
   std::vector<AppendRecord> recs;
   std::uint64_t seq = log.appended_end().value;
   for (const auto& e : evs) {
@@ -51,7 +41,15 @@ Status append_unsynced(EventLog& log, const std::vector<Ev>& evs) {
         Sequence{seq++}, e.id, 1, e.regions,
         std::span(reinterpret_cast<const std::uint8_t*>(e.body.data()), e.body.size())});
   }
-  return log.append_unsynced(recs, {});
+  return recs;
+}
+
+Status append(EventLog& log, const std::vector<Ev>& evs) {
+  return log.append(records_of(log, evs));
+}
+
+Status append_unsynced(EventLog& log, const std::vector<Ev>& evs) {
+  return log.append_unsynced(records_of(log, evs), {});
 }
 
 ConsumerWrite position(std::uint64_t floor) {
@@ -145,7 +143,8 @@ TEST_CASE("BrokerStore: a full disk refuses writes until resumed with space, and
 // error"), so neither can the store; a later RocksDB may, and then a sync writes the
 // records to table files. Either way a reopen (a restart of the broker) finds them:
 // what reached the write-ahead log is replayed.
-TEST_CASE("BrokerStore: a failed sync of unsynced appends refuses writes, and a reopen keeps them") {
+TEST_CASE(
+    "BrokerStore: a failed sync of unsynced appends refuses writes, and a reopen keeps them") {
   test::TempDir dir;
   auto disk = test::NoSpaceFs::make();
   std::string expected = "aaauuuu";
