@@ -407,15 +407,20 @@ struct Server::Impl {
     const auto now = Clock::now();
     if (now < next_resume) return;
     ++resume_attempts;
-    const Status st = resume_storage();
+    Status st = resume_storage();
+    // Events written before a failed sync: the store is back only once a sync has
+    // made them durable (EventLog::sync). The caller made sure no sync runs.
+    std::optional<Result<Sequence>> synced;
+    if (st && !unsynced.empty()) {
+      synced = core.sync();
+      if (!*synced) st = unexpected(synced->error());
+    }
     const double down_s = std::chrono::duration<double>(Clock::now() - down_since).count();
     if (st) {
       storage_down = false;
       spdlog::warn("storage accepts writes again (resumed at attempt {}, after {:.1f} s)",
                    resume_attempts, down_s);
-      // Events written before a failed sync: the next sync settles them (durable now,
-      // or the store goes down again).
-      if (!unsynced.empty()) want_sync();
+      if (synced) on_synced(*synced);
       return;
     }
     resume_backoff = std::min(resume_backoff * 2, kMaxResumeBackoff);
@@ -1188,7 +1193,8 @@ struct Server::Impl {
         send(batch[i].envelope, nack_response(batch[i].corr, o.id, n));
       }
     }
-    if (held_acks.empty() && unsynced.empty()) return;
+    // While the store is down its recovery (maybe_resume) syncs what waits.
+    if (storage_down || (held_acks.empty() && unsynced.empty())) return;
     // Nothing more to read and no sync running: sync here. That saves the two thread
     // hand-offs, which are most of a window-1 publisher's extra round trip; with more
     // waiting on the socket, the sync thread syncs while the loop reads on.

@@ -13,6 +13,10 @@ Status MemoryEventLog::write(std::span<const AppendRecord> records,
   for (const auto& r : records) KOLABUS_CHECK(ids_.count(r.id) == 0);
   if (!audit.empty()) detail::check_audit_preconditions(audit, audit_head_);
   if (fail_appends_.load()) return unexpected(Errc::kIoError, "injected failure");
+  if (sync_failed_) {
+    return unexpected(Errc::kUnavailable,
+                      "the last sync failed; writes wait for a sync that recovers");
+  }
   store_audit(audit);
   for (const auto& r : records) {
     log_.emplace(r.seq.value, std::string(r.record.begin(), r.record.end()));
@@ -44,7 +48,11 @@ Status MemoryEventLog::append_unsynced(std::span<const AppendRecord> records,
 
 Result<Sequence> MemoryEventLog::sync() {
   std::unique_lock lock(mu_);
-  if (fail_syncs_.load()) return unexpected(Errc::kIoError, "injected sync failure");
+  if (fail_syncs_.load()) {
+    sync_failed_ = true;
+    return unexpected(Errc::kIoError, "injected sync failure");
+  }
+  sync_failed_ = false;
   durable_ = next_seq_;
   return Sequence{durable_};
 }

@@ -238,7 +238,9 @@ TEST_CASE_TEMPLATE("EventLog: unsynced appends are found by id but read by scans
   CHECK(*synced == Sequence{9});
 }
 
-TEST_CASE("MemoryEventLog: a failed sync makes nothing durable, and the next one does") {
+TEST_CASE(
+    "MemoryEventLog: a failed sync makes nothing durable and refuses appends, and the next one "
+    "recovers") {
   MemoryEventLog log;
   REQUIRE(append_unsynced(log, std::vector<Ev>(2)).has_value());
   log.fail_syncs(true);
@@ -246,6 +248,9 @@ TEST_CASE("MemoryEventLog: a failed sync makes nothing durable, and the next one
   REQUIRE_FALSE(failed.has_value());
   CHECK(failed.error().code == Errc::kIoError);
   CHECK(log.next_sequence() == Sequence{1});
+  const auto refused = append_unsynced(log, std::vector<Ev>(1));
+  REQUIRE_FALSE(refused.has_value());
+  CHECK(refused.error().code == Errc::kUnavailable);
   log.fail_syncs(false);
   auto synced = log.sync();
   REQUIRE(synced.has_value());

@@ -27,7 +27,8 @@ class MemoryEventLog final : public EventLog {
   // disk.
   void fail_appends(bool on) { fail_appends_.store(on); }
   // While on, sync() fails (kIoError, "injected sync failure") and makes nothing durable;
-  // once off again the next sync() succeeds (as the RocksDB log's, after its flush).
+  // appends are then refused (kUnavailable) until a sync() succeeds, which the first
+  // one after this is turned off does (as the RocksDB log's, after its flush).
   void fail_syncs(bool on) { fail_syncs_.store(on); }
 
   using EventLog::append;
@@ -72,6 +73,7 @@ class MemoryEventLog final : public EventLog {
   std::uint64_t durable_ = 1;   // next_sequence()
   std::atomic<bool> fail_appends_{false};
   std::atomic<bool> fail_syncs_{false};
+  bool sync_failed_ = false;  // as the RocksDB log: appends refused until a sync succeeds
   std::map<std::uint64_t, std::string> audit_records_;  // index -> bytes
   AuditHead audit_head_;
   Audit audit_{*this};
