@@ -431,7 +431,10 @@ TEST_CASE("Curve: an AdminClient with an unknown key is told at once, not at the
   const auto t0 = SteadyClock::now();
   auto info = (*admin)->ping();
   REQUIRE(!info.has_value());
-  CHECK(seconds_since(t0) < 3.0);
+  // Well before the 10 s the client would otherwise wait. Typically 1-2 s; 3.15 s was
+  // seen once in CI with the tests running two at a time, so the bound is half the
+  // timeout rather than a tight figure.
+  CHECK(seconds_since(t0) < 5.0);
   CHECK(info.error().code == Errc::kUnavailable);
   CHECK(info.error().message ==
         "not authorised by the broker at " + server.endpoint() +
@@ -480,7 +483,10 @@ TEST_CASE("Curve: a mismatched setup is reported quickly with what is wrong") {
   const auto t0 = SteadyClock::now();
   auto info = (*admin)->ping();
   REQUIRE(!info.has_value());
-  CHECK(seconds_since(t0) < 3.0);
+  // Well before the 10 s the client would otherwise wait. Typically 1-2 s; 3.15 s was
+  // seen once in CI with the tests running two at a time, so the bound is half the
+  // timeout rather than a tight figure.
+  CHECK(seconds_since(t0) < 5.0);
   CHECK(info.error().code == Errc::kUnavailable);
   const bool diagnosed = contains(info.error().message, expect) ||
                          (!or_expect.empty() && contains(info.error().message, or_expect));
