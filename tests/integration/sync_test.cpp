@@ -17,6 +17,7 @@
 #include <broker/consumers.h>
 #include <broker/core.h>
 #include <broker/server.h>
+#include <common/aligned_bytes.h>
 #include <common/clock.h>
 #include <schemas/protocol_generated.h>
 #include <schemas/regions.h>
@@ -89,7 +90,10 @@ Reply publish(zmq::socket_t& s, std::uint64_t corr, const std::vector<std::uint8
     zmq::poll(&item, 1, 100ms);
     zmq::message_t m;
     if (!(item.revents & ZMQ_POLLIN) || !s.recv(m, zmq::recv_flags::dontwait)) continue;
-    const auto* resp = flatbuffers::GetRoot<protocol::Response>(m.data());
+    // A frame's bytes sit at any address: read them from an aligned copy.
+    AlignedBytes copy;
+    const auto* resp = flatbuffers::GetRoot<protocol::Response>(
+        aligned(std::string_view(static_cast<const char*>(m.data()), m.size()), copy).data());
     if (resp->corr() != corr) continue;
     Reply r;
     if (const auto* ack = resp->reply_as_PublishAck()) {
