@@ -1202,7 +1202,7 @@ struct Server::Impl {
       on_synced(core.sync());
       return;
     }
-    want_sync();
+    syncer.request();
   }
 
   // The NACK of an event written but not synced when the sync failed, or a resend of
@@ -1215,8 +1215,6 @@ struct Server::Impl {
                     "answered with its sequence once the disk works",
                 true};
   }
-
-  void want_sync() { syncer.request(); }
 
   // A sync ended: ACK what it made durable and tell consumers of those events; on
   // failure NACK what waited for it.

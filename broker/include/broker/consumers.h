@@ -198,7 +198,8 @@ class Consumers {
   void set_paused(std::function<bool(std::string_view owner)> paused);
 
   // ---- the event flow ----
-  // New events were stored (Core::last_appended()).
+  // New events were stored and synced (Core::last_appended(), or the server's
+  // Core::take_appended() once their sync has returned).
   void on_appended(std::span<const AppendedEvent> events);
   // Expires ack deadlines and silent clients, then reads and returns what is due
   // to be sent, within every client's credit.
