@@ -431,10 +431,10 @@ TEST_CASE("Curve: an AdminClient with an unknown key is told at once, not at the
   const auto t0 = SteadyClock::now();
   auto info = (*admin)->ping();
   REQUIRE(!info.has_value());
-  // Well before the 10 s the client would otherwise wait. Typically 1-2 s; 3.15 s was
-  // seen once in CI with the tests running two at a time, so the bound is half the
-  // timeout rather than a tight figure.
-  CHECK(seconds_since(t0) < 5.0);
+  // Diagnosed before the 10 s the client would otherwise wait, not a bare timeout.
+  // Typically 1-2 s; with the tests running two at a time in CI, libzmq's reconnect
+  // backoff has made it 3.15 s and 5.86 s, so the bound is the timeout's, less a margin.
+  CHECK(seconds_since(t0) < 9.0);
   CHECK(info.error().code == Errc::kUnavailable);
   CHECK(info.error().message ==
         "not authorised by the broker at " + server.endpoint() +
