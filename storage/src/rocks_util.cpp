@@ -324,6 +324,19 @@ Result<std::unique_ptr<RocksDb>> open_rocks(const OpenSpec& spec) {
   // (StderrLogger). Warnings go to the process's own log instead.
   if (opts.info_log == nullptr) opts.info_log = stderr_logger();
   if (!read_only) opts.listeners.push_back(std::make_shared<ManualRecovery>());
+  if (!read_only) {
+    // Flushes and compactions at nice 19, process-wide, from each background thread's
+    // next job on. They come in bursts of tens of milliseconds of CPU; at normal priority
+    // they took turns with the broker's loop, its sync thread and ZeroMQ's I/O thread on
+    // a small machine, and the events waiting then made most of the end-to-end p99
+    // (docs/BENCHMARKS.md, "Background work at low priority"). Not SCHED_IDLE: that
+    // would let other busy processes starve the flushes, and a missing flush stops
+    // every write.
+    auto* env = opts.env != nullptr ? opts.env : rocksdb::Env::Default();
+    for (auto pool : {rocksdb::Env::LOW, rocksdb::Env::HIGH}) {
+      env->LowerThreadPoolCPUPriority(pool, rocksdb::CpuPriority::kLow).PermitUncheckedError();
+    }
+  }
 
   auto out = std::make_unique<RocksDb>();
   out->dir_ = spec.dir;
