@@ -40,13 +40,19 @@ void check_audit_preconditions(std::span<const AuditEntry> entries, const AuditH
 
 std::vector<std::string_view> distinct_region_prefixes(std::span<const std::string> regions) {
   std::vector<std::string_view> out;
+  distinct_region_prefixes(regions, out);
+  return out;
+}
+
+void distinct_region_prefixes(std::span<const std::string> regions,
+                              std::vector<std::string_view>& out) {
+  out.clear();
   for (const auto& r : regions) {
     for (std::size_t len : kRegionPrefixLengths) {
       std::string_view p = std::string_view(r).substr(0, len);
       if (std::find(out.begin(), out.end(), p) == out.end()) out.push_back(p);
     }
   }
-  return out;
 }
 
 }  // namespace detail
