@@ -60,9 +60,9 @@ struct Incoming {
   std::vector<std::uint64_t> aligned;
 };
 
-flatbuffers::DetachedBuffer nack_response(std::uint64_t corr, const std::optional<EventId>& id,
-                                          const Nack& n) {
-  flatbuffers::FlatBufferBuilder fbb(256);
+// ACKs and NACKs are built into a builder the caller reuses (Impl::reply_fbb).
+void build_nack(flatbuffers::FlatBufferBuilder& fbb, std::uint64_t corr,
+                const std::optional<EventId>& id, const Nack& n) {
   auto field = fbb.CreateString(n.field);
   auto message = fbb.CreateString(n.message);
   std::optional<events::Uuid> uuid;
@@ -71,16 +71,14 @@ flatbuffers::DetachedBuffer nack_response(std::uint64_t corr, const std::optiona
       protocol::CreateNack(fbb, uuid ? &*uuid : nullptr, n.code, field, message, n.retryable);
   fbb.Finish(
       protocol::CreateResponse(fbb, kProtocolVersion, corr, protocol::Reply::Nack, body.Union()));
-  return fbb.Release();
 }
 
-flatbuffers::DetachedBuffer ack_response(std::uint64_t corr, const EventId& id, const Ack& a) {
-  flatbuffers::FlatBufferBuilder fbb(128);
+void build_ack(flatbuffers::FlatBufferBuilder& fbb, std::uint64_t corr, const EventId& id,
+               const Ack& a) {
   events::Uuid uuid(flatbuffers::span<const std::uint8_t, 16>(id.bytes.data(), 16));
   auto body = protocol::CreatePublishAck(fbb, &uuid, a.sequence.value, a.duplicate);
   fbb.Finish(protocol::CreateResponse(fbb, kProtocolVersion, corr, protocol::Reply::PublishAck,
                                       body.Union()));
-  return fbb.Release();
 }
 
 flatbuffers::DetachedBuffer pong_response(std::uint64_t corr, Sequence next) {
@@ -508,15 +506,7 @@ struct Server::Impl {
   }
 
   Sent try_send(std::vector<zmq::message_t>& envelope, flatbuffers::DetachedBuffer reply) {
-    try {
-      for (auto& frame : envelope) {
-        zmq::message_t copy;
-        copy.copy(frame);
-        if (!socket.send(copy, zmq::send_flags::sndmore | zmq::send_flags::dontwait)) {
-          ++unroutable_replies;  // the client's queue is full; it will time out and resend
-          return Sent::kQueueFull;
-        }
-      }
+    return send_frames(envelope, [&reply] {
       // The reply's buffer goes to ZeroMQ as it is, not copied (a delivery carries a
       // whole event); ZeroMQ frees it once sent, or the message_t does if not sent.
       auto held = std::make_unique<flatbuffers::DetachedBuffer>(std::move(reply));
@@ -529,6 +519,49 @@ struct Server::Impl {
           held.get());
       handed_to_zmq(held.get());
       held.release();  // body owns it now
+      return body;
+    });
+  }
+
+  // ACKs and NACKs: a few dozen bytes each, built in one reused builder and copied into
+  // their frame. That is one allocation per reply (ZeroMQ's) where a builder of their
+  // own and a detached buffer handed over took three.
+  flatbuffers::FlatBufferBuilder reply_fbb{256};
+
+  void send_ack(std::vector<zmq::message_t>& envelope, std::uint64_t corr, const EventId& id,
+                const Ack& a) {
+    reply_fbb.Clear();
+    build_ack(reply_fbb, corr, id, a);
+    send_built(envelope);
+  }
+
+  void send_nack(std::vector<zmq::message_t>& envelope, std::uint64_t corr,
+                 const std::optional<EventId>& id, const Nack& n) {
+    reply_fbb.Clear();
+    build_nack(reply_fbb, corr, id, n);
+    send_built(envelope);
+  }
+
+  void send_built(std::vector<zmq::message_t>& envelope) {
+    (void)send_frames(envelope, [this] {
+      return zmq::message_t(reply_fbb.GetBufferPointer(), reply_fbb.GetSize());
+    });
+  }
+
+  // Sends copies of the envelope's frames (a held envelope is used again), then the body
+  // `make_body` returns.
+  template <typename MakeBody>
+  Sent send_frames(std::vector<zmq::message_t>& envelope, MakeBody make_body) {
+    try {
+      for (auto& frame : envelope) {
+        zmq::message_t copy;
+        copy.copy(frame);
+        if (!socket.send(copy, zmq::send_flags::sndmore | zmq::send_flags::dontwait)) {
+          ++unroutable_replies;  // the client's queue is full; it will time out and resend
+          return Sent::kQueueFull;
+        }
+      }
+      zmq::message_t body = make_body();
       if (!socket.send(body, zmq::send_flags::dontwait)) {
         ++unroutable_replies;
         return Sent::kQueueFull;
@@ -545,7 +578,7 @@ struct Server::Impl {
   void refuse_frame(std::vector<zmq::message_t>& envelope, std::uint64_t corr, Nack n) {
     ++frame_errors;
     refusals.log("a client", std::nullopt, n);
-    send(envelope, nack_response(corr, std::nullopt, n));
+    send_nack(envelope, corr, std::nullopt, n);
   }
 
   // Reads one message without blocking. Returns false when nothing is readable.
@@ -654,7 +687,7 @@ struct Server::Impl {
       record(fact(audit::Action::Refused, agency_of(in.body),
                   std::string(in.command) + ": " + e.message));
     }
-    send(in.envelope, nack_response(in.corr, std::nullopt, n));
+    send_nack(in.envelope, in.corr, std::nullopt, n);
   }
 
   // Data may leave only with its audit record written.
@@ -662,7 +695,7 @@ struct Server::Impl {
     const Nack n{ErrorCode::StorageUnavailable, "",
                  "the audit chain cannot be written now, so no data is sent; try again later",
                  true};
-    send(in.envelope, nack_response(in.corr, std::nullopt, n));
+    send_nack(in.envelope, in.corr, std::nullopt, n);
   }
 
   // Parses a filter from the wire into the consumers' form (checked, normalised).
@@ -950,7 +983,7 @@ struct Server::Impl {
     spdlog::error("audit chain: {}", e.to_string());
     const Nack n{ErrorCode::StorageUnavailable, "", "cannot read the audit chain: " + e.message,
                  true};
-    send(in.envelope, nack_response(in.corr, std::nullopt, n));
+    send_nack(in.envelope, in.corr, std::nullopt, n);
   }
 
   void audit_read(Incoming& in, const protocol::AuditRead* ar) {
@@ -1156,7 +1189,7 @@ struct Server::Impl {
       const Nack n{ErrorCode::StorageUnavailable, "",
                    "storage unavailable (" + *why + "); nothing was stored, send again later",
                    true};
-      for (auto& in : batch) send(in.envelope, nack_response(in.corr, std::nullopt, n));
+      for (auto& in : batch) send_nack(in.envelope, in.corr, std::nullopt, n);
       return;
     }
     std::vector<PublishRequest> requests;
@@ -1171,11 +1204,11 @@ struct Server::Impl {
       const auto& o = outcomes[i];
       if (const auto* ack = std::get_if<Ack>(&o.result)) {
         if (ack->sequence < durable) {
-          send(batch[i].envelope, ack_response(batch[i].corr, *o.id, *ack));
+          send_ack(batch[i].envelope, batch[i].corr, *o.id, *ack);
         } else if (storage_down) {
           // A resend of an event whose sync failed: its fate is settled only when the
           // store is back.
-          send(batch[i].envelope, nack_response(batch[i].corr, o.id, unsynced_nack("")));
+          send_nack(batch[i].envelope, batch[i].corr, o.id, unsynced_nack(""));
         } else {
           held_acks.push_back({std::move(batch[i].envelope), batch[i].corr, *o.id, *ack});
         }
@@ -1190,7 +1223,7 @@ struct Server::Impl {
         } else {
           refusals.log(batch[i].source, o.id, n);
         }
-        send(batch[i].envelope, nack_response(batch[i].corr, o.id, n));
+        send_nack(batch[i].envelope, batch[i].corr, o.id, n);
       }
     }
     // While the store is down its recovery (maybe_resume) syncs what waits.
@@ -1221,7 +1254,7 @@ struct Server::Impl {
   void on_synced(const Result<Sequence>& r) {
     if (!r) {
       const std::string why = r.error().to_string();
-      for (auto& h : held_acks) send(h.envelope, nack_response(h.corr, h.id, unsynced_nack(why)));
+      for (auto& h : held_acks) send_nack(h.envelope, h.corr, h.id, unsynced_nack(why));
       held_acks.clear();
       // RocksDB 7.8 cannot resume after a failed fsync of its write-ahead log: the
       // resume attempts keep failing ("Seen error") until the broker is restarted,
@@ -1239,7 +1272,7 @@ struct Server::Impl {
     std::vector<HeldAck> later;
     for (auto& h : held_acks) {
       if (h.ack.sequence < durable) {
-        send(h.envelope, ack_response(h.corr, h.id, h.ack));
+        send_ack(h.envelope, h.corr, h.id, h.ack);
       } else {
         later.push_back(std::move(h));
       }
