@@ -1268,16 +1268,18 @@ struct Server::Impl {
       return;
     }
     const Sequence durable = *r;
-    // Sent in the order they were held: a publisher's ACKs keep their order.
-    std::vector<HeldAck> later;
+    // Sent in the order they were held: a publisher's ACKs keep their order. Those that
+    // still wait move up in place (the vector keeps its capacity for the next drain).
+    std::size_t kept = 0;
     for (auto& h : held_acks) {
       if (h.ack.sequence < durable) {
         send_ack(h.envelope, h.corr, h.id, h.ack);
       } else {
-        later.push_back(std::move(h));
+        if (&h != &held_acks[kept]) held_acks[kept] = std::move(h);
+        ++kept;
       }
     }
-    held_acks.swap(later);
+    held_acks.erase(held_acks.begin() + static_cast<std::ptrdiff_t>(kept), held_acks.end());
     while (!unsynced.empty() && unsynced.front().end <= durable) {
       consumers.on_appended(unsynced.front().batch.events);
       unsynced.pop_front();
