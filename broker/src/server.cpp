@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -44,10 +45,30 @@ using frames::finish;
 using frames::kProtocolVersion;
 using frames::nested;
 
-// A message as received: the routing envelope (identity, plus the empty delimiter
-// of a REQ client) and the body frame.
+// The routing frames of a message: the client's identity, plus the empty delimiter of
+// a REQ client. Held inline: a vector of them was an allocation per request.
+class Envelope {
+ public:
+  Envelope() = default;
+  explicit Envelope(zmq::message_t identity) { push_back(std::move(identity)); }
+
+  void push_back(zmq::message_t frame) {
+    KOLABUS_CHECK(size_ < frames_.size());
+    frames_[size_++] = std::move(frame);
+  }
+  std::size_t size() const { return size_; }
+  zmq::message_t& operator[](std::size_t i) { return frames_[i]; }
+  zmq::message_t* begin() { return frames_.data(); }
+  zmq::message_t* end() { return frames_.data() + size_; }
+
+ private:
+  std::array<zmq::message_t, 2> frames_;
+  std::size_t size_ = 0;
+};
+
+// A message as received: the routing envelope and the body frame.
 struct Incoming {
-  std::vector<zmq::message_t> envelope;
+  Envelope envelope;
   zmq::message_t body;
   std::uint64_t corr = 0;
   std::string source;
@@ -373,7 +394,7 @@ struct Server::Impl {
   // waits in `held_acks`; the events written but not yet synced wait in `unsynced` before
   // consumers hear of them.
   struct HeldAck {
-    std::vector<zmq::message_t> envelope;
+    Envelope envelope;
     std::uint64_t corr = 0;
     EventId id;
     Ack ack;
@@ -501,11 +522,11 @@ struct Server::Impl {
 
   enum class Sent { kYes, kQueueFull, kClientGone };
 
-  void send(std::vector<zmq::message_t>& envelope, flatbuffers::DetachedBuffer reply) {
+  void send(Envelope& envelope, flatbuffers::DetachedBuffer reply) {
     (void)try_send(envelope, std::move(reply));
   }
 
-  Sent try_send(std::vector<zmq::message_t>& envelope, flatbuffers::DetachedBuffer reply) {
+  Sent try_send(Envelope& envelope, flatbuffers::DetachedBuffer reply) {
     return send_frames(envelope, [&reply] {
       // The reply's buffer goes to ZeroMQ as it is, not copied (a delivery carries a
       // whole event); ZeroMQ frees it once sent, or the message_t does if not sent.
@@ -528,21 +549,20 @@ struct Server::Impl {
   // own and a detached buffer handed over took three.
   flatbuffers::FlatBufferBuilder reply_fbb{256};
 
-  void send_ack(std::vector<zmq::message_t>& envelope, std::uint64_t corr, const EventId& id,
-                const Ack& a) {
+  void send_ack(Envelope& envelope, std::uint64_t corr, const EventId& id, const Ack& a) {
     reply_fbb.Clear();
     build_ack(reply_fbb, corr, id, a);
     send_built(envelope);
   }
 
-  void send_nack(std::vector<zmq::message_t>& envelope, std::uint64_t corr,
-                 const std::optional<EventId>& id, const Nack& n) {
+  void send_nack(Envelope& envelope, std::uint64_t corr, const std::optional<EventId>& id,
+                 const Nack& n) {
     reply_fbb.Clear();
     build_nack(reply_fbb, corr, id, n);
     send_built(envelope);
   }
 
-  void send_built(std::vector<zmq::message_t>& envelope) {
+  void send_built(Envelope& envelope) {
     (void)send_frames(envelope, [this] {
       return zmq::message_t(reply_fbb.GetBufferPointer(), reply_fbb.GetSize());
     });
@@ -551,7 +571,7 @@ struct Server::Impl {
   // Sends copies of the envelope's frames (a held envelope is used again), then the body
   // `make_body` returns.
   template <typename MakeBody>
-  Sent send_frames(std::vector<zmq::message_t>& envelope, MakeBody make_body) {
+  Sent send_frames(Envelope& envelope, MakeBody make_body) {
     try {
       for (auto& frame : envelope) {
         zmq::message_t copy;
@@ -575,7 +595,7 @@ struct Server::Impl {
     }
   }
 
-  void refuse_frame(std::vector<zmq::message_t>& envelope, std::uint64_t corr, Nack n) {
+  void refuse_frame(Envelope& envelope, std::uint64_t corr, Nack n) {
     ++frame_errors;
     refusals.log("a client", std::nullopt, n);
     send_nack(envelope, corr, std::nullopt, n);
@@ -1165,8 +1185,7 @@ struct Server::Impl {
     // (delivery_frames.h).
     for (const auto& group : group_deliveries(ready)) {
       const ClientId& client = group.front()->client;
-      std::vector<zmq::message_t> envelope;
-      envelope.emplace_back(client.bytes.data(), client.bytes.size());
+      Envelope envelope(zmq::message_t(client.bytes.data(), client.bytes.size()));
       // Not sent because the client's queue is full: every event of the message stays
       // in flight and is delivered again after ack_wait. Because the client left
       // (killed, or its connection dropped): it is detached now, so these events and
