@@ -274,7 +274,10 @@ std::vector<PublishOutcome> Core::publish_batch(std::span<const PublishRequest> 
       auto& f = fact_for(audit::Action::Publish, requests[accepted[k].request].source);
       const std::uint64_t seq = first.value + k;
       f.sequences.push_back(seq);
-      if (!accepted[k].persons.empty()) f.persons.push_back({seq, accepted[k].persons});
+      // Moved: the event's hashes are not needed after its audit record.
+      if (!accepted[k].persons.empty()) {
+        f.persons.push_back({seq, std::move(accepted[k].persons)});
+      }
     }
     for (std::size_t i = 0; i < out.size(); ++i) {
       const auto* n = std::get_if<Nack>(&out[i].result);

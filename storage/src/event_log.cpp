@@ -1,5 +1,5 @@
 #include <algorithm>
-#include <set>
+#include <vector>
 
 #include "event_log_internal.h"
 #include <storage/event_log.h>
@@ -22,14 +22,18 @@ namespace detail {
 
 void check_append_preconditions(std::span<const AppendRecord> records, Sequence next) {
   KOLABUS_CHECK(!records.empty());
-  std::set<EventId> ids;
+  // Distinct ids: sorted in one vector, not a set (a node per record).
+  std::vector<EventId> ids;
+  ids.reserve(records.size());
   for (std::size_t i = 0; i < records.size(); ++i) {
     KOLABUS_CHECK(records[i].seq.value == next.value + i);
-    KOLABUS_CHECK(ids.insert(records[i].id).second);
+    ids.push_back(records[i].id);
     for (const auto& r : records[i].regions) {
       KOLABUS_CHECK(r.size() == kRegionCodeLength && all_digits(r));
     }
   }
+  std::sort(ids.begin(), ids.end());
+  KOLABUS_CHECK(std::adjacent_find(ids.begin(), ids.end()) == ids.end());
 }
 
 void check_audit_preconditions(std::span<const AuditEntry> entries, const AuditHead& head) {
@@ -40,13 +44,19 @@ void check_audit_preconditions(std::span<const AuditEntry> entries, const AuditH
 
 std::vector<std::string_view> distinct_region_prefixes(std::span<const std::string> regions) {
   std::vector<std::string_view> out;
+  distinct_region_prefixes(regions, out);
+  return out;
+}
+
+void distinct_region_prefixes(std::span<const std::string> regions,
+                              std::vector<std::string_view>& out) {
+  out.clear();
   for (const auto& r : regions) {
     for (std::size_t len : kRegionPrefixLengths) {
       std::string_view p = std::string_view(r).substr(0, len);
       if (std::find(out.begin(), out.end(), p) == out.end()) out.push_back(p);
     }
   }
-  return out;
 }
 
 }  // namespace detail

@@ -21,5 +21,8 @@ void check_audit_preconditions(std::span<const AuditEntry> entries, const AuditH
 // Every distinct prefix (of each length in kRegionPrefixLengths) of `regions`, each
 // once: the keys under which one event is indexed. Views borrow from `regions`.
 std::vector<std::string_view> distinct_region_prefixes(std::span<const std::string> regions);
+// The same into `out` (cleared first), so that a writer can reuse one vector.
+void distinct_region_prefixes(std::span<const std::string> regions,
+                              std::vector<std::string_view>& out);
 
 }  // namespace kolabus::storage::detail
