@@ -404,6 +404,10 @@ struct Server::Impl {
     Core::AppendedBatch batch;
   };
   Syncer syncer{[this] { return core.sync(); }};
+  // Commits left to hand to the sync thread after requests arrived during an inline
+  // sync (commit()); then the loop tries an inline sync again.
+  static constexpr std::uint32_t kThreadedCommits = 256;
+  std::uint32_t threaded_commits = 0;
   std::vector<HeldAck> held_acks;
   std::deque<Unsynced> unsynced;
 
@@ -1282,14 +1286,20 @@ struct Server::Impl {
     if (storage_down || (held_acks.empty() && unsynced.empty())) return;
     // Nothing more to read and no sync running: sync here. That saves the two thread
     // hand-offs, which are most of a window-1 publisher's extra round trip; with more
-    // waiting on the socket, the sync thread syncs while the loop reads on.
-    if (syncer.idle() && !(socket.get(zmq::sockopt::events) & ZMQ_POLLIN)) {
+    // waiting on the socket, the sync thread syncs while the loop reads on. When
+    // requests came in while the loop itself was syncing, they waited for the disk
+    // unread: the next commits go to the sync thread, so that the loop reads,
+    // validates and delivers while the disk works (docs/BENCHMARKS.md, "The inline
+    // sync, only while nothing arrives during it").
+    if (threaded_commits == 0 && syncer.idle() &&
+        !(socket.get(zmq::sockopt::events) & ZMQ_POLLIN)) {
       on_synced(core.sync());
+      if (socket.get(zmq::sockopt::events) & ZMQ_POLLIN) threaded_commits = kThreadedCommits;
       return;
     }
+    if (threaded_commits > 0) --threaded_commits;
     syncer.request();
   }
-
   // The NACK of an event written but not synced when the sync failed, or a resend of
   // one while the store is down: it may be on the disk or not.
   static Nack unsynced_nack(const std::string& why) {
