@@ -505,6 +505,19 @@ struct Consumers::State {
       std::size_t examined = 0;
       bool full = false;
       std::uint64_t next = from;
+      // Counts a record examined and takes it if its kind matches (`hold` gives the
+      // record to send); false once `max` are taken.
+      const auto take = [&](std::uint64_t seq, std::string_view bytes, auto&& hold) {
+        ++examined;
+        const auto* r = record_root(bytes);
+        KOLABUS_CHECK(r != nullptr);  // the broker only stores records it built
+        if (f.matches_kind(r->routing_kind())) {
+          out.seqs.push_back(seq);
+          if (keep == Keep::kRecords) out.records.push_back(hold());
+        }
+        full = out.seqs.size() == max;
+        return !full;
+      };
       // A consumer at the tail finds its events in the cache of recent records: no read
       // of the log, whose iterator costs more than the rest of a round of a few events.
       // From the first sequence not held (evicted, or no event) on, the log is read.
@@ -512,14 +525,7 @@ struct Consumers::State {
         while (next < to_excl && examined < examine && !full) {
           auto cached = recent.get(next);
           if (!cached) break;
-          const auto* r = record_root(*cached);
-          KOLABUS_CHECK(r != nullptr);  // the broker only stores records it built
-          ++examined;
-          if (f.matches_kind(r->routing_kind())) {
-            out.seqs.push_back(next);
-            out.records.push_back(std::move(cached));
-            full = out.seqs.size() == max;
-          }
+          take(next, *cached, [&] { return std::move(cached); });
           ++next;
         }
         if (next >= to_excl || examined == examine || full) {
@@ -531,27 +537,16 @@ struct Consumers::State {
       Status st =
           log.scan(Sequence{next}, examine - examined, [&](Sequence seq, std::string_view rec) {
             if (seq.value >= to_excl) return false;
-            ++examined;
             next = seq.value + 1;
             if (keep == Keep::kSequences) {
-              const auto* r = record_root(rec);
-              KOLABUS_CHECK(r != nullptr);  // the broker only stores records it built
-              if (f.matches_kind(r->routing_kind())) out.seqs.push_back(seq.value);
-              full = out.seqs.size() == max;
-              return !full;
+              return take(seq.value, rec, [] { return std::shared_ptr<const std::string>(); });
             }
             // The copy to send first (a recent one is held already): it is aligned, so the
             // record is copied once, not once to decode it and again to send it.
             auto recent_copy = recent.get(seq.value);
             const std::string& copy = recent_copy ? *recent_copy : scanned.stage(rec);
-            const auto* r = record_root(copy);
-            KOLABUS_CHECK(r != nullptr);  // the broker only stores records it built
-            if (f.matches_kind(r->routing_kind())) {
-              out.seqs.push_back(seq.value);
-              out.records.push_back(recent_copy ? std::move(recent_copy) : scanned.keep());
-            }
-            full = out.seqs.size() == max;
-            return !full;
+            return take(seq.value, copy,
+                        [&] { return recent_copy ? std::move(recent_copy) : scanned.keep(); });
           });
       if (!st) return unexpected(st.error());
       // Stopped neither by `max` nor by the examine bound: nothing more up to to_excl.
