@@ -111,7 +111,7 @@ Result<Agencies> Agencies::parse(std::string_view toml_text, const std::string& 
     for (const auto& [k, v] : *t) {
       const std::string key(k.str());
       if (key != "name" && key != "public_key" && key != "publish" && key != "subscribe" &&
-          key != "operate" && key != "agreement" && key != "fields") {
+          key != "correct" && key != "operate" && key != "agreement" && key != "fields") {
         return bad("unknown key '" + key + "'");
       }
     }
@@ -137,7 +137,7 @@ Result<Agencies> Agencies::parse(std::string_view toml_text, const std::string& 
     if (!key) return bad("public_key: " + key.error().message);
     a.public_key = *key;
     a.operate = (*t)["operate"].value_or(false);
-    for (const char* which : {"publish", "subscribe"}) {
+    for (const char* which : {"publish", "subscribe", "correct"}) {
       const toml::node* node = t->get(which);
       if (node == nullptr) continue;
       const auto* g = node->as_table();
@@ -184,7 +184,9 @@ Result<Agencies> Agencies::parse(std::string_view toml_text, const std::string& 
       if (!grant.all_regions && grant.regions.empty()) {
         return bad(std::string(which) + ".regions is empty");
       }
-      (std::string(which) == "publish" ? a.publish : a.subscribe) = std::move(grant);
+      const std::string w(which);
+      (w == "publish" ? a.publish : w == "subscribe" ? a.subscribe : a.correct) =
+          std::move(grant);
     }
     if (const toml::node* node = t->get("agreement")) {
       const auto* g = node->as_table();
@@ -251,9 +253,9 @@ Result<Agencies> Agencies::parse(std::string_view toml_text, const std::string& 
     auto profile = schemas::FieldProfile::parse(field_entries);
     if (!profile) return bad("fields: " + profile.error().message);
     a.fields = std::move(*profile);
-    if ((a.publish || a.subscribe) && !a.agreement) {
+    if ((a.publish || a.subscribe || a.correct) && !a.agreement) {
       return bad(
-          "a publish or subscribe grant must name the data-sharing agreement it rests "
+          "a publish, subscribe or correct grant must name the data-sharing agreement it rests "
           "on: agreement = { pks, purpose, valid_from, valid_until }");
     }
     if (out.by_name_.contains(a.name)) return bad("the name is used twice");

@@ -54,6 +54,7 @@ ConsumerInfoView info_of(const protocol::ConsumerInfo& c) {
   v.clients = c.clients();
   v.dead_letters = c.dead_letters();
   v.created = c.created();
+  v.paused = str(c.paused());
   return v;
 }
 
@@ -314,18 +315,24 @@ Result<RangePageView> AdminClient::read_range(const FilterView& filter, std::uin
 
 Result<std::vector<DeadLetterView>> AdminClient::dlq_list(const std::string& consumer,
                                                           std::uint64_t from_sequence,
-                                                          std::uint32_t max) {
+                                                          std::uint32_t max,
+                                                          const std::string& owner) {
   flatbuffers::FlatBufferBuilder fbb(128);
   auto cmd = protocol::CreateDlqListDirect(fbb, consumer.empty() ? nullptr : consumer.c_str(),
-                                           from_sequence, max);
+                                           from_sequence, max,
+                                           owner.empty() ? nullptr : owner.c_str());
   auto list = impl_->call<protocol::DeadLetterList>(fbb, protocol::Command::DlqList, cmd.Union());
   if (!list) return unexpected(list.error());
   std::vector<DeadLetterView> out;
   if (const auto* items = (*list)->items()) {
     out.reserve(items->size());
     for (const auto* d : *items) {
-      out.push_back(DeadLetterView{str(d->consumer()), d->sequence(), d->attempts(),
-                                   str(d->reason()), d->dead_at(), bytes_of(d->record())});
+      DeadLetterView v{str(d->consumer()), d->sequence(), d->attempts(),
+                       str(d->reason()), d->dead_at(), bytes_of(d->record()), d->kind(), {}};
+      if (d->regions() != nullptr) {
+        for (const auto* r : *d->regions()) v.regions.push_back(str(r));
+      }
+      out.push_back(std::move(v));
     }
   }
   return out;

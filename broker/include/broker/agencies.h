@@ -1,7 +1,8 @@
 // broker::Agencies: the agency registry (agencies.toml) — who may connect (their
 // CURVE public keys) and what each may do: publish (kinds x region prefixes),
-// subscribe (kinds x region prefixes, checked when a consumer is created, attached
-// to again and replayed), operate (consumers of others, replay, dead letters).
+// subscribe (kinds x region prefixes), correct (authority over other agencies'
+// events), operate (consumers of others, replay, dead letters). What each grant
+// allows is decided in one place, broker::Policy (policy.h).
 //
 // An agency is identified by the key its connection authenticated with (the ZAP
 // handler maps the key to the agency's name, which ZeroMQ hands the server as the
@@ -59,6 +60,10 @@ struct Agency {
   std::string public_key;  // Z85
   std::optional<Grant> publish;
   std::optional<Grant> subscribe;
+  // Authority over events other agencies published: corrections and voids of events
+  // whose kind and regions lie inside it (the civil registry of record). An agency
+  // may always correct its own events within its publish grant.
+  std::optional<Grant> correct;
   bool operate = false;
   std::optional<Agreement> agreement;  // required with a publish or subscribe grant
   // The payload fields the agency may receive; the broker removes the others from

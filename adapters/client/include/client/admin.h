@@ -68,6 +68,7 @@ struct ConsumerInfoView {
   std::uint32_t clients = 0;  // attached now
   std::uint64_t dead_letters = 0;
   bool created = false;
+  std::string paused;  // why nothing is delivered now; empty while it delivers
 };
 
 struct RangePageView {
@@ -82,7 +83,9 @@ struct DeadLetterView {
   std::uint32_t attempts = 0;
   std::string reason;
   TimeMs dead_at = 0;
-  std::string record;  // LogRecord bytes
+  std::string record;  // LogRecord bytes; empty when the reader may not see the content
+  std::uint8_t kind = 0;             // routing kind, as LogRecord.routing_kind
+  std::vector<std::string> regions;  // the event's village codes
 };
 
 // One page of the audit chain as stored (kolabus.audit.Record bytes under their keys),
@@ -164,9 +167,12 @@ class AdminClient {
                                    std::uint32_t max_events);
 
   // Dead letters of `consumer` (empty: every consumer of the agency) from
-  // `from_sequence` on, at most `max`.
+  // `from_sequence` on, at most `max`. `owner`: the consumer's agency (empty: the
+  // caller's own; another agency's needs the operate permission, and shows event
+  // content only within the caller's own receive grant, agreement and field profile).
   Result<std::vector<DeadLetterView>> dlq_list(const std::string& consumer,
-                                               std::uint64_t from_sequence, std::uint32_t max);
+                                               std::uint64_t from_sequence, std::uint32_t max,
+                                               const std::string& owner = {});
   // Put dead letters back into delivery (empty `sequences`: all of the consumer's).
   // Returns how many the broker touched.
   Result<std::uint64_t> dlq_redrive(const std::string& consumer,
