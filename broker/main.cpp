@@ -1,8 +1,10 @@
 // kolabus-broker: the broker process. See docs/OPERATIONS.md.
 #include <csignal>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <string_view>
 
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
@@ -30,14 +32,36 @@ void on_hangup(int) {
 }
 
 // Development mode carries population data unencrypted and unauthenticated: only
-// ever on this machine.
+// ever on this machine. A ZeroMQ endpoint may hold several addresses separated by ';'
+// (ZeroMQ binds the last): every one must be loopback, written as an address, never a
+// name a resolver could map elsewhere (only "localhost" itself).
+bool loopback_host(std::string_view hostport) {
+  const auto colon = hostport.rfind(':');
+  if (colon == std::string_view::npos) return false;
+  const std::string_view host = hostport.substr(0, colon);
+  if (host == "localhost" || host == "[::1]") return true;
+  int a = 0, b = 0, c = 0, d = 0;
+  char tail = 0;
+  const std::string h(host);
+  if (std::sscanf(h.c_str(), "%d.%d.%d.%d%c", &a, &b, &c, &d, &tail) != 4) return false;
+  return a == 127 && b >= 0 && b < 256 && c >= 0 && c < 256 && d >= 0 && d < 256 &&
+         h.find_first_not_of("0123456789.") == std::string::npos;
+}
+
 bool loopback_only(const std::string& endpoint) {
-  if (endpoint.rfind("ipc://", 0) == 0 || endpoint.rfind("inproc://", 0) == 0) return true;
+  if (endpoint.rfind("ipc://", 0) == 0 || endpoint.rfind("inproc://", 0) == 0) {
+    return endpoint.find(';') == std::string::npos;
+  }
   const std::string tcp = "tcp://";
   if (endpoint.rfind(tcp, 0) != 0) return false;
-  const std::string rest = endpoint.substr(tcp.size());
-  return rest.rfind("127.", 0) == 0 || rest.rfind("localhost:", 0) == 0 ||
-         rest.rfind("[::1]:", 0) == 0;
+  std::string_view rest(endpoint);
+  rest.remove_prefix(tcp.size());
+  while (true) {
+    const auto semi = rest.find(';');
+    if (!loopback_host(rest.substr(0, semi))) return false;
+    if (semi == std::string_view::npos) return true;
+    rest.remove_prefix(semi + 1);
+  }
 }
 
 enum Exit { kOk = 0, kUsage = 1, kConfig = 2, kStorage = 3, kNetwork = 4 };

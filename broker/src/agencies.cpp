@@ -185,8 +185,7 @@ Result<Agencies> Agencies::parse(std::string_view toml_text, const std::string& 
         return bad(std::string(which) + ".regions is empty");
       }
       const std::string w(which);
-      (w == "publish" ? a.publish : w == "subscribe" ? a.subscribe : a.correct) =
-          std::move(grant);
+      (w == "publish" ? a.publish : w == "subscribe" ? a.subscribe : a.correct) = std::move(grant);
     }
     if (const toml::node* node = t->get("agreement")) {
       const auto* g = node->as_table();

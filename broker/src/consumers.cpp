@@ -15,7 +15,6 @@ namespace {
 using protocol::ErrorCode;
 using protocol::StartPolicy;
 
-constexpr std::uint8_t kCorrectionBit = 0x80;
 constexpr std::array<std::size_t, 4> kPrefixLengths = {2, 4, 6, 10};
 // Operator-visible lag is counted up to here; beyond, the figure is a lower bound.
 constexpr std::uint64_t kLagCountLimit = 10'000'000;
@@ -355,7 +354,10 @@ struct Consumers::State {
   std::set<Consumer*> work;
   // Consumers held back because their owner is paused, and the predicate.
   std::set<Consumer*> held;
-  std::function<bool(std::string_view)> paused;
+  PausedFn paused;
+  std::optional<std::string> paused_why(const Consumer& c) const {
+    return paused ? paused(c.key.owner, c.key.name, c.spec.filter) : std::nullopt;
+  }
   // Pending store writes.
   std::vector<storage::DeadLetterEntry> dead_out;
   std::vector<std::pair<storage::ConsumerKey, std::uint64_t>> dead_removed;
@@ -744,6 +746,7 @@ struct Consumers::State {
     s.clients = static_cast<std::uint32_t>(c.clients.size());
     s.dead_letters = c.dead_count;
     s.created = created;
+    if (auto why = paused_why(c)) s.paused = std::move(*why);
     return s;
   }
 
@@ -1018,6 +1021,11 @@ void Consumers::touch(const ClientId& client) {
 
 std::size_t Consumers::size() const { return s_->consumers.size(); }
 
+bool Consumers::attached(const ClientId& client) const {
+  auto it = s_->clients.find(client);
+  return it != s_->clients.end() && !it->second.consumers.empty();
+}
+
 std::vector<ConsumerStatus> Consumers::list() const {
   std::vector<ConsumerStatus> out;
   for (const auto& [key, c] : s_->consumers)
@@ -1189,7 +1197,7 @@ std::vector<Delivery> Consumers::pump() {
   std::vector<Delivery> out;
   // Held consumers whose owner may receive again go back to work.
   for (auto it = s.held.begin(); it != s.held.end();) {
-    if (!s.paused || !s.paused((*it)->key.owner)) {
+    if (!s.paused_why(**it)) {
       s.work.insert(*it);
       it = s.held.erase(it);
     } else {
@@ -1200,7 +1208,7 @@ std::vector<Delivery> Consumers::pump() {
   s.work.clear();
   for (Consumer* c : visit) {
     if (c->clients.empty()) continue;  // revisited when a client attaches
-    if (s.paused && s.paused(c->key.owner)) {
+    if (s.paused_why(*c)) {
       s.held.insert(c);
       continue;
     }
@@ -1237,8 +1245,6 @@ std::optional<TimeMs> Consumers::next_deadline() const {
 
 std::uint64_t Consumers::sequence_at_time(TimeMs time) const { return s_->sequence_at_time(time); }
 
-void Consumers::set_paused(std::function<bool(std::string_view owner)> paused) {
-  s_->paused = std::move(paused);
-}
+void Consumers::set_paused(PausedFn paused) { s_->paused = std::move(paused); }
 
 }  // namespace kolabus::broker

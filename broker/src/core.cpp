@@ -15,36 +15,11 @@ namespace {
 
 using protocol::ErrorCode;
 
-// The kind byte kept in the region index: the payload kind, and for a correction
-// the kind of the event it corrects with the high bit set, so that a consumer of
-// births can find corrections of births without reading the log.
-constexpr std::uint8_t kCorrectionBit = 0x80;
-
 // A violation's message already starts with its field.
 Nack nack_from(const schemas::Violation& v) { return Nack{v.code, v.field, v.message, false}; }
 
-// Whether `source` may publish an event of `kind` concerning `regions`; the Nack
-// when not. Development mode (no registry) allows everything.
-std::optional<Nack> refuse_publish(const Agencies* agencies, std::string_view source,
-                                   std::uint8_t kind, const std::vector<std::string>& regions,
-                                   TimeMs now) {
-  if (agencies == nullptr) return std::nullopt;
-  const Agency* a = agencies->by_name(source);
-  if (a != nullptr) {
-    if (auto why = a->inactive_reason(now)) {
-      return Nack{ErrorCode::NotAuthorised, "",
-                  "agency '" + std::string(source) + "' may not publish: " + *why, false};
-    }
-  }
-  if (a != nullptr && a->publish && a->publish->allows_event(kind, regions)) return std::nullopt;
-  std::string what = "agency '" + std::string(source) + "' may not publish this event (kind " +
-                     std::to_string(kind) + " in";
-  for (const auto& r : regions) what += " " + r;
-  what += "): ";
-  what += a == nullptr || !a->publish ? "it has no publish grant"
-                                      : "its grant covers " + a->publish->describe();
-  return Nack{ErrorCode::NotAuthorised, "regions", what, false};
-}
+// A policy refusal as the publisher's NACK.
+Nack nack_from(const Denial& d) { return Nack{d.code, d.field, d.message, false}; }
 
 Nack storage_unavailable(const std::string& detail) {
   return Nack{ErrorCode::StorageUnavailable, "",
@@ -86,7 +61,7 @@ std::optional<StoredEventInfo> decode_stored_event(std::string_view record) {
   if (rec->event() == nullptr) return std::nullopt;
   const auto* ev = schemas::verified_event({rec->event()->data(), rec->event()->size()});
   if (ev == nullptr || ev->regions() == nullptr) return std::nullopt;
-  StoredEventInfo info{ev->payload_type(), {}};
+  StoredEventInfo info{ev->payload_type(), {}, rec->source() ? rec->source()->str() : ""};
   for (const auto* r : *ev->regions()) info.regions.emplace_back(r->string_view());
   return info;
 }
@@ -119,6 +94,7 @@ std::vector<PublishOutcome> Core::publish_batch(std::span<const PublishRequest> 
   const TimeMs now = clock_.now_ms();
   const schemas::ValidationContext ctx{regions_, now, options_.max_clock_skew_ms};
   const TimeMs received_at = std::max(now, last_received_at_);
+  const Policy policy(agencies_, clock_);
   appended_.clear();
   appended_records_.clear();
 
@@ -168,13 +144,59 @@ std::vector<PublishOutcome> Core::publish_batch(std::span<const PublishRequest> 
         if (r != nullptr) regions.emplace_back(r->string_view());
       }
     }
-    // Authorisation first: an agency learns nothing of events it may not publish,
-    // not even that an id exists. A correction is checked once its target is known.
+    // Authorisation first, before deduplication: an agency learns nothing of events it
+    // may not publish, not even that an id exists. A correction is judged against its
+    // target: who published it, its kind and its regions.
+    std::uint8_t index_kind = static_cast<std::uint8_t>(ev->payload_type());
+    std::optional<StoredEventInfo> target;
     if (ev->payload_type() != events::Payload::Correction) {
-      if (auto n = refuse_publish(agencies_.get(), requests[i].source,
-                                  static_cast<std::uint8_t>(ev->payload_type()), regions, now)) {
-        o.result = *n;
+      if (auto d = policy.publish(requests[i].source, static_cast<std::uint8_t>(ev->payload_type()),
+                                  regions)) {
+        o.result = nack_from(*d);
         continue;
+      }
+    } else {
+      if (auto d = policy.may_correct(requests[i].source)) {
+        o.result = nack_from(*d);
+        continue;
+      }
+      const auto* corr = ev->payload_as_Correction();
+      if (corr != nullptr && corr->target_id() != nullptr) {
+        const EventId target_id = EventId::from_span(
+            std::span<const std::uint8_t, 16>(corr->target_id()->bytes()->data(), 16));
+        if (auto it = accepted_by_id.find(target_id); it != accepted_by_id.end()) {
+          const Accepted& t = accepted[it->second];
+          target = StoredEventInfo{t.kind, t.regions, std::string(requests[t.request].source)};
+        } else {
+          auto seq = log_.find_id(target_id);
+          if (!seq) {
+            o.result = storage_unavailable(seq.error().to_string());
+            continue;
+          }
+          if (!seq->has_value()) {
+            o.result = Nack{ErrorCode::UnknownTarget, "payload.target_id",
+                            "payload.target_id: no event with id " + target_id.to_string() +
+                                " is in the log; a correction must name an event the broker "
+                                "holds",
+                            false};
+            continue;
+          }
+          auto rec = log_.read(**seq);
+          if (!rec) {
+            o.result = storage_unavailable(rec.error().to_string());
+            continue;
+          }
+          KOLABUS_CHECK(rec->has_value());  // the id index never points at nothing
+          target = decode_stored_event(**rec);
+          KOLABUS_CHECK(target.has_value());  // the broker only stores what it verified
+        }
+        if (auto d =
+                policy.correct(requests[i].source, target->source,
+                               static_cast<std::uint8_t>(target->kind), target->regions, regions)) {
+          o.result = nack_from(*d);
+          continue;
+        }
+        index_kind = static_cast<std::uint8_t>(target->kind) | kCorrectionBit;
       }
     }
 
@@ -199,47 +221,9 @@ std::vector<PublishOutcome> Core::publish_batch(std::span<const PublishRequest> 
       o.result = nack_from(*v);
       continue;
     }
-
-    std::uint8_t index_kind = static_cast<std::uint8_t>(ev->payload_type());
-    if (ev->payload_type() == events::Payload::Correction) {
-      const auto* corr = ev->payload_as_Correction();
-      const EventId target = EventId::from_span(
-          std::span<const std::uint8_t, 16>(corr->target_id()->bytes()->data(), 16));
-      std::optional<StoredEventInfo> info;
-      if (auto it = accepted_by_id.find(target); it != accepted_by_id.end()) {
-        const Accepted& a = accepted[it->second];
-        info = StoredEventInfo{a.kind, a.regions};
-      } else {
-        auto seq = log_.find_id(target);
-        if (!seq) {
-          o.result = storage_unavailable(seq.error().to_string());
-          continue;
-        }
-        if (!seq->has_value()) {
-          o.result = Nack{ErrorCode::UnknownTarget, "payload.target_id",
-                          "payload.target_id: no event with id " + target.to_string() +
-                              " is in the log; a correction must name an event the broker "
-                              "holds",
-                          false};
-          continue;
-        }
-        auto rec = log_.read(**seq);
-        if (!rec) {
-          o.result = storage_unavailable(rec.error().to_string());
-          continue;
-        }
-        KOLABUS_CHECK(rec->has_value());  // the id index never points at nothing
-        info = decode_stored_event(**rec);
-        KOLABUS_CHECK(info.has_value());  // the broker only stores what it verified
-      }
-      if (auto v = schemas::check_correction_target(*ev, {info->kind, info->regions})) {
+    if (target) {
+      if (auto v = schemas::check_correction_target(*ev, {target->kind, target->regions})) {
         o.result = nack_from(*v);
-        continue;
-      }
-      index_kind = static_cast<std::uint8_t>(info->kind) | kCorrectionBit;
-      if (auto n = refuse_publish(agencies_.get(), requests[i].source,
-                                  static_cast<std::uint8_t>(info->kind), regions, now)) {
-        o.result = *n;
         continue;
       }
     }

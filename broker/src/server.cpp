@@ -12,6 +12,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include <flatbuffers/flatbuffers.h>
@@ -27,8 +28,10 @@
 #include <zmq_addon.hpp>
 
 #include "response_frames.h"
+#include <broker/commands.h>
 #include <broker/delivery_frames.h>
 #include <broker/server.h>
+#include <schemas/free_text.h>
 #include <schemas/log_generated.h>
 #include <schemas/profile.h>
 #include <schemas/protocol_generated.h>
@@ -71,7 +74,7 @@ struct Incoming {
   Envelope envelope;
   zmq::message_t body;
   std::uint64_t corr = 0;
-  std::string source;
+  std::string source;                   // the agency the connection's key belongs to now
   std::span<const std::uint8_t> event;  // into `aligned`
   const char* command = "";             // for refusal records
   // The body's bytes, copied to 8-byte-aligned storage of our own: ZeroMQ keeps small
@@ -109,43 +112,6 @@ flatbuffers::DetachedBuffer pong_response(std::uint64_t corr, Sequence next) {
   fbb.Finish(
       protocol::CreateResponse(fbb, kProtocolVersion, corr, protocol::Reply::Pong, body.Union()));
   return fbb.Release();
-}
-
-flatbuffers::Offset<protocol::Filter> build_filter(flatbuffers::FlatBufferBuilder& fbb,
-                                                   const Filter& f) {
-  auto kinds = fbb.CreateVector(f.kinds);
-  auto regions = fbb.CreateVectorOfStrings(f.regions);
-  return protocol::CreateFilter(fbb, kinds, regions);
-}
-
-flatbuffers::Offset<protocol::ConsumerInfo> build_info(flatbuffers::FlatBufferBuilder& fbb,
-                                                       const ConsumerStatus& st) {
-  auto name = fbb.CreateString(st.spec.name);
-  auto owner = fbb.CreateString(st.owner);
-  auto filter = build_filter(fbb, st.spec.filter);
-  auto config = protocol::CreateConsumerConfig(
-      fbb, fbb.CreateString(st.spec.name), filter, st.spec.start, st.spec.start_sequence,
-      st.spec.start_time, st.spec.ack_wait_ms, st.spec.max_deliver);
-  return protocol::CreateConsumerInfo(fbb, name, owner, config, st.ack_floor, st.next_sequence,
-                                      st.pending, st.lag, st.oldest_unacked_age_ms, st.clients,
-                                      st.dead_letters, st.created);
-}
-
-flatbuffers::DetachedBuffer done_response(std::uint64_t corr, std::uint64_t count) {
-  flatbuffers::FlatBufferBuilder fbb(64);
-  return finish(fbb, corr, protocol::Reply::Done, protocol::CreateDone(fbb, count));
-}
-
-// The sequence of a stored log record (0 if it does not verify: never sent then).
-std::uint64_t sequence_of(std::string_view record) {
-  const auto* bytes = reinterpret_cast<const std::uint8_t*>(record.data());
-  flatbuffers::Verifier verifier(bytes, record.size());
-  return log::VerifyLogRecordBuffer(verifier) ? log::GetLogRecord(bytes)->sequence() : 0;
-}
-
-std::vector<std::uint64_t> sequences_of(const flatbuffers::Vector<std::uint64_t>* v) {
-  return v == nullptr ? std::vector<std::uint64_t>{}
-                      : std::vector<std::uint64_t>(v->begin(), v->end());
 }
 
 // A reply frame handed to ZeroMQ without a copy is freed by ZeroMQ's I/O thread once
@@ -196,10 +162,13 @@ class RefusalLog {
 
 }  // namespace
 
-// The ZAP handler (ZeroMQ RFC 27): admits the CURVE keys of the registry and tells
-// ZeroMQ the agency's name, which then arrives as the User-Id of every message of
-// that connection. Runs on its own thread with a REP socket in the server's
-// context; the registry is shared with the server loop (a reload swaps it).
+// The ZAP handler (ZeroMQ RFC 27): admits the CURVE keys of the registry. The User-Id it
+// gives ZeroMQ, which then arrives with every message of that connection, is the key
+// itself (Z85), not the agency's name: the server looks the key up in the registry as
+// it is now on every request and before every delivery, so that a key replaced or
+// removed by a reload loses its rights on connections that are already open (ZAP runs
+// only when a connection opens). Runs on its own thread with a REP socket in the
+// server's context; the registry is shared with the server loop (a reload swaps it).
 class ZapHandler {
  public:
   ZapHandler(zmq::context_t& context, std::function<std::shared_ptr<const Agencies>()> registry,
@@ -226,6 +195,7 @@ class ZapHandler {
       if (!zmq::recv_multipart(socket_, std::back_inserter(req))) continue;
       // version, request id, domain, address, routing id, mechanism, credentials...
       std::string status = "400", text = "not authorised", user;
+      const std::string address = req.size() > 3 ? req[3].to_string() : std::string();
       if (req.size() >= 7 && req[5].to_string_view() == "CURVE" && req[6].size() == 32) {
         char z85[41] = {};
         zmq_z85_encode(z85, static_cast<const std::uint8_t*>(req[6].data()), 32);
@@ -234,13 +204,15 @@ class ZapHandler {
         if (a != nullptr) {
           status = "200";
           text = "OK";
-          user = a->name;
-          spdlog::info("agency {} connected from {}", a->name, req[3].to_string_view());
+          user = z85;
+          spdlog::info("agency {} connected from {}", a->name, address);
         } else {
-          spdlog::warn("refused a connection from {}: key {} is not in the agency registry",
-                       req[3].to_string_view(), z85);
-          refused_(z85, req[3].to_string());
+          refused_(std::string("key ") + z85 + " is not in the agency registry", address);
         }
+      } else {
+        refused_("mechanism " + (req.size() > 5 ? req[5].to_string() : std::string("?")) +
+                     " (only CURVE is served)",
+                 address);
       }
       std::vector<zmq::message_t> reply;
       reply.emplace_back("1.0", 3);
@@ -259,6 +231,38 @@ class ZapHandler {
   std::function<void(std::string, std::string)> refused_;
   std::atomic<bool> stop_{false};
   std::thread thread_;
+};
+
+// Connections refused before any request: by ZAP (a key not in the registry) or in the
+// handshake (NULL or PLAIN against CURVE, a wrong server key; seen through a socket
+// monitor). A stream of them must neither flood the log nor grow the audit chain one
+// record per attempt: the first refusal of each (reason, address) in a minute is logged
+// and recorded at once; the rest of that minute are counted, then logged and recorded
+// as one line and one record with the count.
+class RefusedConnections {
+ public:
+  // Returns true when this refusal is the first of its kind in the window (log it now).
+  bool add(const std::string& what) {
+    auto [it, added] = counts_.try_emplace(what, 0);
+    ++it->second;
+    return added;
+  }
+
+  // Everything counted beyond the first of each kind, once the window is over.
+  std::vector<std::pair<std::string, std::uint64_t>> take_if_due(Clock::time_point now) {
+    std::vector<std::pair<std::string, std::uint64_t>> out;
+    if (now - window_start_ < std::chrono::minutes(1)) return out;
+    for (auto& [what, n] : counts_) {
+      if (n > 1) out.emplace_back(what, n - 1);
+    }
+    counts_.clear();
+    window_start_ = now;
+    return out;
+  }
+
+ private:
+  std::map<std::string, std::uint64_t> counts_;
+  Clock::time_point window_start_ = Clock::now();
 };
 
 // The fsync of a pipelined group commit, on a thread of its own: the loop writes a
@@ -370,8 +374,24 @@ struct Server::Impl {
   std::uint64_t undelivered = 0;
   SystemClock wall;
   Clock::time_point last_flush_error{};
+  // Every decision about who may do what (policy.h), by the registry as it is now.
+  // Loop thread only; replaced by set_agencies. Outside development mode it starts with
+  // an empty registry, which allows nothing.
+  Policy policy{options.dev ? nullptr : std::make_shared<const Agencies>(), wall};
+  // The consumer and operator commands, judged by `policy` (commands.h).
+  Commands commands{core, consumers, policy,
+                    Commands::Hooks{[this](std::span<const AuditFact> f) { return record(f); },
+                                    [this] { return reload_registry(); }}};
 
-  std::set<std::string> paused_agencies;  // logged when they stop and when they resume
+  std::set<std::string> paused_agencies;   // logged when they stop and when they resume
+  std::set<std::string> paused_consumers;  // "owner/name", likewise
+
+  // The CURVE key each client connection authenticated with (routing id -> Z85 key),
+  // so that deliveries are judged by the registry as it is now. Entries of clients no
+  // longer attached to a consumer are pruned (prune_client_keys).
+  std::unordered_map<std::string, std::string> client_keys;
+  std::size_t client_keys_pruned_at = 0;
+  RefusedConnections zap_refusals, handshake_refusals, revoked_connections;
 
   Audit* audit = nullptr;
   Server::ReloadHandler reload_handler;
@@ -452,26 +472,44 @@ struct Server::Impl {
         "storage still refuses writes (resume attempt {}, down {:.1f} s, next in {} ms): {}",
         resume_attempts, down_s, resume_backoff.count(), st.error().to_string());
   }
-  // Connections the ZAP handler refused, waiting for the loop to record them.
+  // Connections the ZAP handler refused (what, address), waiting for the loop to log
+  // and record them.
   std::mutex refused_mu;
-  std::vector<AuditFact> refused_connections;  // guarded by refused_mu
+  std::vector<std::pair<std::string, std::string>> refused_connections;  // guarded by refused_mu
+  // The ROUTER socket's monitor: handshakes that fail before ZAP is asked.
+  zmq::socket_t monitor{context, zmq::socket_type::pair};
 
   Impl(Core& c, Consumers& cs, ServerOptions o) : core(c), consumers(cs), options(std::move(o)) {
     if (options.dev) return;
-    // An agency whose agreement is not valid now receives nothing; its events wait.
-    consumers.set_paused([this](std::string_view owner) {
-      const auto reg = agencies();
-      const Agency* a = reg ? reg->by_name(owner) : nullptr;
-      const auto why = a ? a->inactive_reason(wall.now_ms()) : std::optional<std::string>();
-      const std::string name(owner);
-      if (why && paused_agencies.insert(name).second) {
-        spdlog::warn("deliveries to agency {} stopped: {}", name, *why);
-        record(fact(audit::Action::AgreementStopped, name, *why));
-      } else if (!why && paused_agencies.erase(name) > 0) {
-        spdlog::info("deliveries to agency {} resumed", name);
-        record(fact(audit::Action::AgreementResumed, name, "a valid agreement is loaded"));
+    // A consumer whose owner may not receive its filter now (agreement ended, grant
+    // narrowed, agency removed) gets nothing; its events wait.
+    consumers.set_paused([this](std::string_view owner, std::string_view name,
+                                const Filter& f) -> std::optional<std::string> {
+      const Agency* a = policy.agencies()->by_name(owner);
+      const auto agreement = a ? a->inactive_reason(wall.now_ms()) : std::optional<std::string>();
+      const std::string agency(owner);
+      if (agreement && paused_agencies.insert(agency).second) {
+        spdlog::warn("deliveries to agency {} stopped: {}", agency, *agreement);
+        record(fact(audit::Action::AgreementStopped, agency, *agreement));
+      } else if (!agreement && paused_agencies.erase(agency) > 0) {
+        spdlog::info("deliveries to agency {} resumed", agency);
+        record(fact(audit::Action::AgreementResumed, agency, "a valid agreement is loaded"));
       }
-      return why.has_value();
+      auto why = policy.paused(owner, f.kinds, f.regions);
+      if (agreement) return why;  // stopped and recorded per agency
+      const std::string key = agency + "/" + std::string(name);
+      if (why && paused_consumers.insert(key).second) {
+        spdlog::warn("deliveries to consumer {} paused: {}", key, *why);
+        auto r = fact(audit::Action::ConsumerPaused, agency, *why);
+        r.consumer = std::string(name);
+        record(r);
+      } else if (!why && paused_consumers.erase(key) > 0) {
+        spdlog::info("deliveries to consumer {} resumed", key);
+        auto r = fact(audit::Action::ConsumerResumed, agency, "the grant covers its filter again");
+        r.consumer = std::string(name);
+        record(r);
+      }
+      return why;
     });
   }
 
@@ -506,22 +544,106 @@ struct Server::Impl {
   }
   bool record(const AuditFact& f) { return record(std::span<const AuditFact>(&f, 1)); }
 
-  void record_refused_connections() {
-    std::vector<AuditFact> facts;
-    {
-      std::lock_guard lock(refused_mu);
-      facts.swap(refused_connections);
+  // Logs and records a refused connection: the first of its kind in a minute at once,
+  // the others of that minute as one line and one record with their count.
+  void note_refusal(RefusedConnections& agg, audit::Action action, const std::string& what) {
+    if (!agg.add(what)) return;
+    spdlog::warn("refused a connection: {}", what);
+    record(fact(action, "", what));
+  }
+  void flush_refusals(RefusedConnections& agg, audit::Action action, const char* kind) {
+    for (auto& [what, n] : agg.take_if_due(Clock::now())) {
+      spdlog::warn("{} more {} in the last minute: {}", n, kind, what);
+      auto f = fact(action, "", what);
+      f.count = n;
+      record(f);
     }
-    record(facts);
   }
 
-  // The agency a message comes from: the User-Id the ZAP handler gave its
-  // connection. Never a field of the message.
-  std::string agency_of(const zmq::message_t& body) const {
-    if (options.dev) return options.dev_agency;
-    // NULL cannot happen with ZAP enforced; an empty agency is refused everything.
+  void record_refused_connections() {
+    std::vector<std::pair<std::string, std::string>> refused;
+    {
+      std::lock_guard lock(refused_mu);
+      refused.swap(refused_connections);
+    }
+    for (const auto& [what, address] : refused) {
+      note_refusal(zap_refusals, audit::Action::ConnectionRefused,
+                   what + " (from " + address + ")");
+    }
+    poll_monitor();
+    flush_refusals(zap_refusals, audit::Action::ConnectionRefused, "refused connections");
+    flush_refusals(handshake_refusals, audit::Action::HandshakeRefused, "refused handshakes");
+    flush_refusals(revoked_connections, audit::Action::ConnectionRevoked,
+                   "requests on revoked connections");
+  }
+
+  // Handshakes that failed before any key was known: NULL or PLAIN against CURVE, a
+  // wrong server key, a broken CURVE exchange.
+  void poll_monitor() {
+    if (options.dev) return;
+    std::vector<zmq::message_t> ev;
+    while (zmq::recv_multipart(monitor, std::back_inserter(ev), zmq::recv_flags::dontwait)) {
+      if (ev.size() == 2 && ev[0].size() >= 6) {
+        std::uint16_t event = 0;
+        std::uint32_t value = 0;
+        std::memcpy(&event, ev[0].data(), 2);
+        std::memcpy(&value, static_cast<const char*>(ev[0].data()) + 2, 4);
+        std::string why;
+        if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) {
+          why = "handshake failed: protocol error " + std::to_string(value) +
+                " (a client without CURVE, with PLAIN, or of another protocol)";
+        } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
+          why = "handshake failed: " + std::string(zmq_strerror(static_cast<int>(value))) +
+                " (a client with a wrong server key, or a broken connection)";
+        } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
+          why = "handshake refused by the ZAP handler (status " + std::to_string(value) + ")";
+        }
+        // ZAP refusals are recorded with their key by record_refused_connections.
+        if (!why.empty() && event != ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
+          note_refusal(handshake_refusals, audit::Action::HandshakeRefused,
+                       why + " on " + ev[1].to_string());
+        }
+      }
+      ev.clear();
+    }
+  }
+
+  // The CURVE key a message's connection authenticated with: the User-Id the ZAP handler
+  // gave it. Never a field of the message. Empty in development mode.
+  static std::string key_of(const zmq::message_t& body) {
+    // NULL cannot happen with ZAP enforced; an empty key is nobody's.
     const char* user = zmq_msg_gets(body.handle(), "User-Id");
     return user != nullptr ? user : "";
+  }
+
+  // The agency a message comes from, judged now: the agency whose key its connection
+  // authenticated with, if that key is still that agency's. nullopt (and the client
+  // is answered NotAuthorised) when it no longer is.
+  std::optional<std::string> identify(Incoming& in) {
+    if (options.dev) return options.dev_agency;
+    std::string key = key_of(in.body);
+    const std::string& routing_id = in.envelope[0].to_string();
+    auto [it, added] = client_keys.try_emplace(routing_id, key);
+    if (!added && it->second != key) {
+      // The routing id now names another connection: whatever the old one had
+      // attached goes back to the consumers' other clients.
+      consumers.client_gone(ClientId{routing_id});
+      it->second = key;
+    }
+    if (const Agency* a = policy.identify(key)) return a->name;
+    const Denial d = *policy.connection(key, "");
+    note_refusal(revoked_connections, audit::Action::ConnectionRevoked,
+                 "key " + key + " is no longer in the agency registry");
+    send_nack(in.envelope, in.corr, std::nullopt, Nack{d.code, d.field, d.message, false});
+    return std::nullopt;
+  }
+
+  // Forgets the keys of clients attached to no consumer, once the map has doubled.
+  void prune_client_keys() {
+    if (client_keys.size() < 1024 || client_keys.size() < 2 * client_keys_pruned_at) return;
+    std::erase_if(client_keys,
+                  [&](const auto& entry) { return !consumers.attached(ClientId{entry.first}); });
+    client_keys_pruned_at = client_keys.size();
   }
 
   enum class Sent { kYes, kQueueFull, kClientGone };
@@ -702,6 +824,13 @@ struct Server::Impl {
                         std::string("command: ") + in.command + " carries no table", false});
       return true;
     }
+    // Who asks, judged by the registry as it is now, before any command is served.
+    if (req->command_type() != protocol::Command::NONE &&
+        req->command_type() <= protocol::Command::MAX) {
+      auto agency = identify(in);
+      if (!agency) return true;
+      in.source = std::move(*agency);
+    }
     switch (req->command_type()) {
       case protocol::Command::Ping:
         send(in.envelope, pong_response(in.corr, core.next_sequence()));
@@ -715,7 +844,6 @@ struct Server::Impl {
           return true;
         }
         in.event = {pub->event()->data(), pub->event()->size()};
-        in.source = agency_of(in.body);
         batch_bytes += in.body.size();
         batch.push_back(std::move(in));
         return true;
@@ -726,7 +854,7 @@ struct Server::Impl {
         // The Verifier passes union types it does not know (a newer client's command):
         // those are answered UnknownCommand below, like NONE.
         if (req->command_type() > protocol::Command::MAX) break;
-        handle_command(in, req);
+        answer_command(in, *req);
         return true;
     }
     refuse_frame(in.envelope, in.corr,
@@ -737,288 +865,15 @@ struct Server::Impl {
     return true;
   }
 
-  void reply_error(Incoming& in, const CommandError& e) {
-    const Nack n{e.code, e.field, e.message, false};
-    refusals.log(agency_of(in.body), std::nullopt, n);
-    if (e.code == ErrorCode::NotAuthorised) {
-      record(fact(audit::Action::Refused, agency_of(in.body),
-                  std::string(in.command) + ": " + e.message));
-    }
-    send_nack(in.envelope, in.corr, std::nullopt, n);
-  }
-
-  // Data may leave only with its audit record written.
-  void reply_unaudited(Incoming& in) {
-    const Nack n{ErrorCode::StorageUnavailable, "",
-                 "the audit chain cannot be written now, so no data is sent; try again later",
-                 true};
-    send_nack(in.envelope, in.corr, std::nullopt, n);
-  }
-
-  // Parses a filter from the wire into the consumers' form (checked, normalised).
-  CommandResult<Filter> filter_of(const protocol::Filter* f) {
-    std::vector<std::uint8_t> kinds;
-    std::vector<std::string> regions;
-    if (f != nullptr && f->kinds() != nullptr) kinds.assign(f->kinds()->begin(), f->kinds()->end());
-    if (f != nullptr && f->regions() != nullptr) {
-      for (const auto* r : *f->regions()) regions.push_back(r->str());
-    }
-    return consumers.make_filter(kinds, regions);
-  }
-
-  // Consumer and operator commands: answered at once, in arrival order.
-  void handle_command(Incoming& in, const protocol::Request* req) {
-    const ClientId client{in.envelope[0].to_string()};
-    const std::string owner = agency_of(in.body);
-    const auto reg = agencies();
-    const Agency* me = reg ? reg->by_name(owner) : nullptr;
-    // Development mode lets everyone do everything; otherwise the registry decides.
-    auto may_subscribe = [&](const std::string& whose,
-                             const Filter& f) -> std::optional<CommandError> {
-      if (options.dev) return std::nullopt;
-      const Agency* a = reg ? reg->by_name(whose) : nullptr;
-      if (a != nullptr) {
-        if (auto why = a->inactive_reason(wall.now_ms())) {
-          return CommandError{ErrorCode::NotAuthorised, "",
-                              "agency '" + whose + "' may not receive events: " + *why};
-        }
-      }
-      if (a != nullptr && a->subscribe && a->subscribe->covers(f.kinds, f.regions)) {
-        return std::nullopt;
-      }
-      return CommandError{
-          ErrorCode::NotAuthorised, "filter",
-          "agency '" + whose + "' may not receive these events: " +
-              (a == nullptr || !a->subscribe ? std::string("it has no subscribe grant")
-                                             : "its grant covers " + a->subscribe->describe() +
-                                                   "; ask for kinds and regions within it")};
-    };
-    auto may_operate = [&]() -> std::optional<CommandError> {
-      if (options.dev || (me != nullptr && me->operate)) return std::nullopt;
-      return CommandError{ErrorCode::NotAuthorised, "",
-                          "agency '" + owner +
-                              "' may not operate the bus (replay, dead letters, consumers of "
-                              "others): it has no operate permission in the agency registry"};
-    };
-    // The agency whose consumer an operator command names: the caller's own unless
-    // `owner` says otherwise.
-    auto owner_of = [&](const flatbuffers::String* o) {
-      return o != nullptr && o->size() > 0 ? o->str() : owner;
-    };
-    auto missing = [&](const char* field) {
-      reply_error(in, {ErrorCode::MissingField, field, std::string(field) + ": required"});
-    };
-    switch (req->command_type()) {
-      case protocol::Command::Subscribe: {
-        const auto* sub = req->command_as_Subscribe();
-        const auto* cfg = sub->config();
-        if (cfg == nullptr || cfg->name() == nullptr) return missing("config.name");
-        if (in.envelope.size() > 1) {
-          return reply_error(in, {ErrorCode::InvalidRequest, "",
-                                  "a consumer needs a DEALER socket: deliveries arrive unasked, "
-                                  "which a REQ socket cannot receive"});
-        }
-        auto filter = filter_of(cfg->filter());
-        if (auto* e = std::get_if<CommandError>(&filter)) return reply_error(in, *e);
-        if (auto e = may_subscribe(owner, std::get<Filter>(filter))) return reply_error(in, *e);
-        ConsumerSpec spec{cfg->name()->str(),    std::get<Filter>(filter), cfg->start(),
-                          cfg->start_sequence(), cfg->start_time(),        cfg->ack_wait_ms(),
-                          cfg->max_deliver()};
-        auto r = consumers.subscribe(client, owner, spec, sub->window(), sub->batch());
-        if (auto* e = std::get_if<CommandError>(&r)) return reply_error(in, *e);
-        const auto& st = std::get<ConsumerStatus>(r);
-        if (st.created)
-          spdlog::info("consumer {}/{} created at sequence {}", owner, spec.name, st.next_sequence);
-        {
-          auto f = fact(audit::Action::Subscribe, owner, st.created ? "created" : "joined");
-          f.consumer = spec.name;
-          f.position = st.next_sequence;
-          record(f);
-        }
-        flatbuffers::FlatBufferBuilder fbb(512);
-        auto info = build_info(fbb, st);
-        return send(in.envelope, finish(fbb, in.corr, protocol::Reply::Subscribed,
-                                        protocol::CreateSubscribed(fbb, info)));
-      }
-      case protocol::Command::Unsubscribe: {
-        const auto* u = req->command_as_Unsubscribe();
-        if (auto e = consumers.unsubscribe(client, owner, u->consumer()->string_view())) {
-          return reply_error(in, *e);
-        }
-        return send(in.envelope, done_response(in.corr, 1));
-      }
-      case protocol::Command::Ack: {
-        const auto* a = req->command_as_Ack();
-        const auto seqs = sequences_of(a->sequences());
-        if (auto e = consumers.ack(owner, a->consumer()->string_view(), seqs)) {
-          reply_error(in, *e);
-        }
-        return;  // no reply on success
-      }
-      case protocol::Command::Nak: {
-        const auto* n = req->command_as_Nak();
-        if (auto e =
-                consumers.nak(owner, n->consumer()->string_view(), n->sequence(), n->delay_ms())) {
-          reply_error(in, *e);
-        }
-        return;
-      }
-      case protocol::Command::Reject: {
-        const auto* r = req->command_as_Reject();
-        if (auto e = consumers.reject(owner, r->consumer()->string_view(), r->sequence(),
-                                      r->reason() ? r->reason()->str() : "")) {
-          reply_error(in, *e);
-        }
-        return;
-      }
-      case protocol::Command::ListConsumers: {
-        flatbuffers::FlatBufferBuilder fbb(1024);
-        std::vector<flatbuffers::Offset<protocol::ConsumerInfo>> infos;
-        const bool all = !may_operate().has_value();  // operators see every agency's
-        for (const auto& st : consumers.list()) {
-          if (all || st.owner == owner) infos.push_back(build_info(fbb, st));
-        }
-        auto list = protocol::CreateConsumerList(fbb, fbb.CreateVector(infos));
-        return send(in.envelope, finish(fbb, in.corr, protocol::Reply::ConsumerList, list));
-      }
-      case protocol::Command::SeekConsumer: {
-        const auto* sk = req->command_as_SeekConsumer();
-        if (auto e = may_operate()) return reply_error(in, *e);
-        const std::string whose = owner_of(sk->owner());
-        // A replay is a new read of the data: the owner's grant must still cover it.
-        if (auto sp = consumers.spec(whose, sk->consumer()->string_view())) {
-          if (auto e = may_subscribe(whose, sp->filter)) return reply_error(in, *e);
-        }
-        auto r = consumers.seek(whose, sk->consumer()->string_view(), sk->start(), sk->sequence(),
-                                sk->time());
-        if (auto* e = std::get_if<CommandError>(&r)) return reply_error(in, *e);
-        const auto& st = std::get<ConsumerStatus>(r);
-        spdlog::info("consumer {}/{} moved to sequence {} by {}", whose, st.spec.name,
-                     st.next_sequence, owner);
-        {
-          auto f = fact(audit::Action::Seek, owner);
-          f.consumer = st.spec.name;
-          f.owner = whose;
-          f.position = st.next_sequence;
-          record(f);
-        }
-        flatbuffers::FlatBufferBuilder fbb(512);
-        auto info = build_info(fbb, st);
-        return send(in.envelope, finish(fbb, in.corr, protocol::Reply::Subscribed,
-                                        protocol::CreateSubscribed(fbb, info)));
-      }
-      case protocol::Command::DeleteConsumer: {
-        const auto* d = req->command_as_DeleteConsumer();
-        if (auto e = may_operate()) return reply_error(in, *e);
-        const std::string whose = owner_of(d->owner());
-        auto r = consumers.remove(whose, d->consumer()->string_view());
-        if (auto* e = std::get_if<CommandError>(&r)) return reply_error(in, *e);
-        spdlog::info("consumer {}/{} deleted by {}", whose, d->consumer()->string_view(), owner);
-        {
-          auto f = fact(audit::Action::DeleteConsumer, owner);
-          f.consumer = d->consumer()->str();
-          f.owner = whose;
-          record(f);
-        }
-        return send(in.envelope, done_response(in.corr, std::get<std::uint64_t>(r)));
-      }
-      case protocol::Command::ReadRange: {
-        const auto* rr = req->command_as_ReadRange();
-        if (auto e = may_operate()) return reply_error(in, *e);
-        auto filter = filter_of(rr->filter());
-        if (auto* e = std::get_if<CommandError>(&filter)) return reply_error(in, *e);
-        if (auto e = may_subscribe(owner, std::get<Filter>(filter))) return reply_error(in, *e);
-        auto r = consumers.read_range(std::get<Filter>(filter), rr->from_sequence(),
-                                      rr->from_time(), rr->to_sequence(), rr->max_events());
-        if (auto* e = std::get_if<CommandError>(&r)) return reply_error(in, *e);
-        const auto& page = std::get<RangePage>(r);
-        flatbuffers::FlatBufferBuilder fbb(4096);
-        std::vector<flatbuffers::Offset<protocol::Record>> records;
-        auto f = fact(audit::Action::Read, owner);
-        for (const auto& rec : page.records) {
-          if (auto m = minimise(rec, owner)) {
-            records.push_back(protocol::CreateRecord(fbb, nested(fbb, m->of(rec))));
-            f.sequences.push_back(sequence_of(rec));
-          }
-        }
-        if (!f.sequences.empty() && !record(f)) return reply_unaudited(in);
-        auto body = protocol::CreateRangePage(fbb, fbb.CreateVector(records), page.next, page.done);
-        return send(in.envelope, finish(fbb, in.corr, protocol::Reply::RangePage, body));
-      }
-      case protocol::Command::DlqList: {
-        const auto* l = req->command_as_DlqList();
-        if (auto e = may_operate()) return reply_error(in, *e);
-        auto r = consumers.dead_letters(owner_of(l->owner()),
-                                        l->consumer() ? l->consumer()->string_view() : "",
-                                        l->from_sequence(), l->max());
-        if (auto* e = std::get_if<CommandError>(&r)) return reply_error(in, *e);
-        flatbuffers::FlatBufferBuilder fbb(4096);
-        std::vector<flatbuffers::Offset<protocol::DeadLetter>> items;
-        auto f = fact(audit::Action::ReadDeadLetters, owner);
-        f.owner = owner_of(l->owner());
-        if (l->consumer() != nullptr) f.consumer = l->consumer()->str();
-        for (const auto& d : std::get<std::vector<DeadLetter>>(r))
-          f.sequences.push_back(d.entry.sequence);
-        if (!f.sequences.empty() && !record(f)) return reply_unaudited(in);
-        for (const auto& d : std::get<std::vector<DeadLetter>>(r)) {
-          const auto m = minimise(d.record, owner);
-          auto record = nested(fbb, m ? m->of(d.record) : std::string_view());
-          items.push_back(protocol::CreateDeadLetter(
-              fbb, fbb.CreateString(d.entry.key.name), d.entry.sequence, d.entry.attempts,
-              fbb.CreateString(d.entry.reason), d.entry.dead_at, record));
-        }
-        auto body = protocol::CreateDeadLetterList(fbb, fbb.CreateVector(items));
-        return send(in.envelope, finish(fbb, in.corr, protocol::Reply::DeadLetterList, body));
-      }
-      case protocol::Command::DlqRedrive:
-      case protocol::Command::DlqDrop: {
-        const bool redrive = req->command_type() == protocol::Command::DlqRedrive;
-        if (auto e = may_operate()) return reply_error(in, *e);
-        const std::string whose = owner_of(redrive ? req->command_as_DlqRedrive()->owner()
-                                                   : req->command_as_DlqDrop()->owner());
-        const auto* name = redrive ? req->command_as_DlqRedrive()->consumer()
-                                   : req->command_as_DlqDrop()->consumer();
-        const auto seqs = sequences_of(redrive ? req->command_as_DlqRedrive()->sequences()
-                                               : req->command_as_DlqDrop()->sequences());
-        auto r = redrive ? consumers.redrive(whose, name->string_view(), seqs)
-                         : consumers.drop_dead_letters(whose, name->string_view(), seqs);
-        if (auto* e = std::get_if<CommandError>(&r)) return reply_error(in, *e);
-        spdlog::info("consumer {}/{}: {} {} dead letters", whose, name->string_view(),
-                     redrive ? "redrove" : "dropped", std::get<std::uint64_t>(r));
-        {
-          auto f = fact(redrive ? audit::Action::Redrive : audit::Action::DropDeadLetters, owner);
-          f.consumer = name->str();
-          f.owner = whose;
-          f.sequences = seqs;
-          f.count = std::get<std::uint64_t>(r);
-          record(f);
-        }
-        return send(in.envelope, done_response(in.corr, std::get<std::uint64_t>(r)));
-      }
-      case protocol::Command::ReloadRegistry: {
-        if (auto e = may_operate()) return reply_error(in, *e);
-        auto r = reload_registry();
-        if (!r) {
-          return reply_error(
-              in, {ErrorCode::InvalidRequest, "",
-                   "agency registry not reloaded, the old one stays: " + r.error().message});
-        }
-        return send(in.envelope, done_response(in.corr, *r));
-      }
-      case protocol::Command::AuditRead: {
-        if (auto e = may_operate()) return reply_error(in, *e);
-        if (audit == nullptr) return reply_error(in, no_audit());
-        return audit_read(in, req->command_as_AuditRead());
-      }
-      case protocol::Command::AuditPerson: {
-        if (auto e = may_operate()) return reply_error(in, *e);
-        if (audit == nullptr) return reply_error(in, no_audit());
-        return audit_person(in, owner, req->command_as_AuditPerson());
-      }
-      case protocol::Command::NONE:
-      case protocol::Command::Publish:
-      case protocol::Command::Ping:
-        break;  // handled by read_one
+  // A consumer or operator command, answered at once, in arrival order.
+  void answer_command(Incoming& in, const protocol::Request& req) {
+    auto reply = commands.handle(in.source, ClientId{in.envelope[0].to_string()},
+                                 in.envelope.size() > 1, req);
+    if (reply.refusal) {
+      refusals.log(in.source, std::nullopt, *reply.refusal);
+      send_nack(in.envelope, in.corr, std::nullopt, *reply.refusal);
+    } else if (reply.response) {
+      send(in.envelope, std::move(*reply.response));
     }
   }
 
@@ -1032,141 +887,6 @@ struct Server::Impl {
     return n;
   }
 
-  static CommandError no_audit() {
-    return {ErrorCode::InvalidRequest, "", "this broker keeps no audit chain"};
-  }
-
-  void storage_error(Incoming& in, const Error& e) {
-    spdlog::error("audit chain: {}", e.to_string());
-    const Nack n{ErrorCode::StorageUnavailable, "", "cannot read the audit chain: " + e.message,
-                 true};
-    send_nack(in.envelope, in.corr, std::nullopt, n);
-  }
-
-  void audit_read(Incoming& in, const protocol::AuditRead* ar) {
-    constexpr std::uint32_t kMaxPage = 10000;
-    const auto& log = audit->log();
-    std::uint64_t from = ar->from_index();
-    if (from == 0) {
-      auto at = first_index_at(log, ar->since_time());
-      if (!at) return storage_error(in, at.error());
-      from = *at;
-    }
-    const std::size_t max = std::clamp<std::uint32_t>(ar->max(), 1, kMaxPage);
-    const auto head = log.head();
-    flatbuffers::FlatBufferBuilder fbb(64 * 1024);
-    std::vector<flatbuffers::Offset<protocol::AuditBlob>> blobs;
-    std::uint64_t next = from;
-    Status st = log.scan(from, max, [&](std::uint64_t key, std::string_view bytes) {
-      auto v = fbb.CreateVector(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size());
-      blobs.push_back(protocol::CreateAuditBlob(fbb, key, v));
-      next = key + 1;
-      return true;
-    });
-    if (!st) return storage_error(in, st.error());
-    const bool done = blobs.size() < max;
-    auto records = fbb.CreateVector(blobs);
-    auto hash = fbb.CreateVector(head.hash.data(), head.hash.size());
-    auto body = protocol::CreateAuditPage(fbb, records, next, done, head.index, hash);
-    send(in.envelope, finish(fbb, in.corr, protocol::Reply::AuditPage, body));
-  }
-
-  void audit_person(Incoming& in, const std::string& owner, const protocol::AuditPerson* ap) {
-    constexpr std::uint32_t kMaxScan = 100000;
-    const std::string_view nik = ap->nik()->string_view();
-    if (nik.size() != 16 ||
-        !std::all_of(nik.begin(), nik.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-      return reply_error(in, {ErrorCode::InvalidRequest, "nik", "nik: must be 16 digits"});
-    }
-    const std::uint64_t from = std::max<std::uint64_t>(ap->from_index(), 1);
-    // The question itself is an access to personal data: recorded (without the NIK)
-    // before the first page is answered.
-    if (from == 1 && !record(fact(audit::Action::PersonQuery, owner,
-                                  "which agencies received a person's "
-                                  "events"))) {
-      return reply_unaudited(in);
-    }
-    const auto& log = audit->log();
-    const std::size_t max = std::clamp<std::uint32_t>(ap->max(), 1, kMaxScan);
-    PersonScan scan(audit->hash_nik(nik), sequences_of(ap->sequences()));
-    std::vector<PersonHit> hits;
-    std::uint64_t next = from;
-    std::size_t scanned = 0;
-    Status st = log.scan(from, max, [&](std::uint64_t key, std::string_view bytes) {
-      scan.feed(key, bytes, hits);
-      next = key + 1;
-      ++scanned;
-      return true;
-    });
-    if (!st) return storage_error(in, st.error());
-    flatbuffers::FlatBufferBuilder fbb(4096);
-    std::vector<flatbuffers::Offset<protocol::PersonHit>> out;
-    std::map<std::uint64_t, std::pair<std::optional<events::Uuid>, std::uint8_t>> events;
-    for (const auto& h : hits) {
-      auto it = events.find(h.sequence);
-      if (it == events.end()) it = events.emplace(h.sequence, event_summary(h.sequence)).first;
-      const auto& [id, kind] = it->second;
-      auto agency = fbb.CreateString(h.agency);
-      auto consumer = fbb.CreateString(h.consumer);
-      out.push_back(protocol::CreatePersonHit(fbb, h.index, h.time, h.action, agency, consumer,
-                                              h.sequence, id ? &*id : nullptr, kind));
-    }
-    auto hits_v = fbb.CreateVector(out);
-    auto seqs = fbb.CreateVector(scan.sequences());
-    auto body = protocol::CreateAuditPersonPage(fbb, hits_v, seqs, next, scanned < max);
-    send(in.envelope, finish(fbb, in.corr, protocol::Reply::AuditPersonPage, body));
-  }
-
-  // The id and kind of the event stored under `seq` (for a person's hits).
-  std::pair<std::optional<events::Uuid>, std::uint8_t> event_summary(std::uint64_t seq) {
-    auto rec = core.log().read(Sequence{seq});
-    if (!rec || !rec->has_value()) return {std::nullopt, 0};
-    const auto* bytes = reinterpret_cast<const std::uint8_t*>((*rec)->data());
-    flatbuffers::Verifier verifier(bytes, (*rec)->size());
-    if (!log::VerifyLogRecordBuffer(verifier)) return {std::nullopt, 0};
-    const auto* lr = log::GetLogRecord(bytes);
-    const auto* ev =
-        lr->event() ? schemas::verified_event({lr->event()->data(), lr->event()->size()}) : nullptr;
-    if (ev == nullptr) return {std::nullopt, 0};
-    return {*ev->id(), static_cast<std::uint8_t>(ev->payload_type())};
-  }
-
-  // What `agency` may see of a record: all of it (keep), or its event with only the
-  // payload fields of the agency's field profile (data minimisation; stored events stay
-  // whole).
-  struct Minimised {
-    bool keep = false;
-    std::string stripped;  // the record to send instead, unless keep
-    std::string_view of(std::string_view record) const { return keep ? record : stripped; }
-  };
-  // nullopt when the event cannot be minimised (then it is not sent).
-  std::optional<Minimised> minimise(std::string_view record, std::string_view agency) {
-    if (options.dev) return Minimised{true, {}};
-    const auto reg = agencies();
-    const Agency* a = reg ? reg->by_name(agency) : nullptr;
-    if (a == nullptr) return std::nullopt;
-    if (a->fields.keeps_everything()) return Minimised{true, {}};
-    const auto* bytes = reinterpret_cast<const std::uint8_t*>(record.data());
-    flatbuffers::Verifier verifier(bytes, record.size());
-    if (!log::VerifyLogRecordBuffer(verifier)) return std::nullopt;
-    const auto* rec = log::GetLogRecord(bytes);
-    auto stripped = schemas::strip_event({rec->event()->data(), rec->event()->size()}, a->fields);
-    if (!stripped) {
-      spdlog::error("sequence {} not sent to {}: cannot minimise it: {}", rec->sequence(), agency,
-                    stripped.error().to_string());
-      return std::nullopt;
-    }
-    flatbuffers::FlatBufferBuilder fbb(stripped->size() + 128);
-    fbb.ForceVectorAlignment(stripped->size(), sizeof(std::uint8_t), 8);
-    auto ev = fbb.CreateVector(*stripped);
-    auto src = fbb.CreateString(rec->source() ? rec->source()->str() : "");
-    fbb.Finish(log::CreateLogRecord(fbb, rec->sequence(), rec->received_at(), src, ev,
-                                    rec->routing_kind()),
-               log::LogRecordIdentifier());
-    return Minimised{
-        false, std::string(reinterpret_cast<const char*>(fbb.GetBufferPointer()), fbb.GetSize())};
-  }
-
   void deliver() {
     auto due = consumers.pump();
     std::vector<const broker::Delivery*> ready;
@@ -1174,8 +894,20 @@ struct Server::Impl {
     // (owner, consumer) -> its fact: a round may hold thousands of deliveries to
     // hundreds of consumers, so no linear search per delivery.
     std::map<std::pair<std::string_view, std::string_view>, std::size_t> fact_of;
+    std::set<ClientId> revoked;  // connections whose key is no longer their agency's
     for (auto& d : due) {
-      auto m = minimise(*d.record, d.owner);
+      if (!options.dev) {
+        auto key = client_keys.find(d.client.bytes);
+        if (key == client_keys.end() || policy.connection(key->second, d.owner)) {
+          if (revoked.insert(d.client).second && key != client_keys.end()) {
+            note_refusal(revoked_connections, audit::Action::ConnectionRevoked,
+                         "key " + key->second + " is no longer agency " + d.owner +
+                             "'s: its deliveries stopped");
+          }
+          continue;
+        }
+      }
+      auto m = commands.minimise(*d.record, d.owner);
       if (!m) continue;  // stays in flight: delivered again after ack_wait
       if (!m->keep) d.record = std::make_shared<const std::string>(std::move(m->stripped));
       ready.push_back(&d);
@@ -1185,6 +917,11 @@ struct Server::Impl {
         facts.back().consumer = d.consumer;
       }
       facts[it->second].sequences.push_back(d.sequence.value);
+    }
+    // What a revoked connection had goes to the consumers' other clients, now.
+    for (const ClientId& c : revoked) {
+      consumers.client_gone(c);
+      client_keys.erase(c.bytes);
     }
     // No audit record, no delivery: the events stay in flight and go again later.
     if (!record(facts)) ready.clear();
@@ -1379,6 +1116,7 @@ Server::~Server() = default;
 void Server::set_audit(Audit* audit) {
   impl_->audit = audit;
   impl_->core.set_audit(audit);
+  impl_->commands.set_audit(audit);
 }
 
 void Server::set_storage_recovery(std::function<Status()> resume) {
@@ -1389,6 +1127,11 @@ void Server::set_agencies(std::shared_ptr<const Agencies> agencies) {
   {
     std::lock_guard lock(impl_->registry_mu);
     impl_->registry = agencies;
+  }
+  // From the next request and the next delivery on, every decision is the new
+  // registry's: open connections and attached consumers included.
+  if (!impl_->options.dev) {
+    impl_->policy = Policy(agencies ? agencies : std::make_shared<const Agencies>(), impl_->wall);
   }
   if (agencies) {
     std::string names;
@@ -1409,11 +1152,13 @@ Result<std::string> Server::bind() {
       Impl* im = impl_.get();
       impl_->zap = std::make_unique<ZapHandler>(
           impl_->context, [im] { return im->agencies(); },
-          [im](std::string key, std::string address) {
+          [im](std::string what, std::string address) {
             std::lock_guard lock(im->refused_mu);
-            im->refused_connections.push_back(
-                Impl::fact(audit::Action::ConnectionRefused, "",
-                           "key " + key + " from " + address + " is not in the agency registry"));
+            // Bounded: the loop takes them every turn; a flood beyond this is counted
+            // by the handshake monitor's aggregate anyway.
+            if (im->refused_connections.size() < 10000) {
+              im->refused_connections.emplace_back(std::move(what), std::move(address));
+            }
           });
       s.set(zmq::sockopt::curve_server, 1);
       s.set(zmq::sockopt::curve_secretkey, impl_->options.curve_secret_key);
@@ -1422,6 +1167,19 @@ Result<std::string> Server::bind() {
       // closed if the ZAP handler is ever missing.
       const int one = 1;
       zmq_setsockopt(s.handle(), 93, &one, sizeof one);
+      // Handshakes that fail before ZAP is asked (no CURVE, a wrong server key) are seen
+      // only by a monitor; the loop reads it (poll_monitor).
+      const std::string monitor_endpoint =
+          "inproc://kolabus-monitor-" + std::to_string(reinterpret_cast<std::uintptr_t>(this));
+      if (zmq_socket_monitor(s.handle(), monitor_endpoint.c_str(),
+                             ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL |
+                                 ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL |
+                                 ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) != 0) {
+        return unexpected(Errc::kInternal,
+                          std::string("cannot monitor the socket: ") + zmq_strerror(zmq_errno()));
+      }
+      impl_->monitor.set(zmq::sockopt::linger, 0);
+      impl_->monitor.connect(monitor_endpoint);
     }
     s.set(zmq::sockopt::router_mandatory, 1);
     s.set(zmq::sockopt::linger, 0);
@@ -1486,6 +1244,7 @@ void Server::run() {
     }
     if (im.storage_down && im.syncer.idle()) im.maybe_resume();  // never while a sync runs
     im.record_refused_connections();
+    im.prune_client_keys();
     // While the store refuses writes, no delivery round: a delivery needs its audit
     // record, and an attempt that cannot be sent must not count towards max_deliver.
     if (!im.storage_down) im.deliver();

@@ -206,6 +206,8 @@ namespace {
 struct Stripper {
   const Schema& s;
   const std::map<std::string, std::set<std::string>, std::less<>>& allowed;
+  const std::map<std::string, bool, std::less<>>& whole_kind;
+  events::Payload target_kind;  // of the event a correction corrects (for a void)
 
   // Strips `payload` (the JSON of a union member named `type_name`). Error or empty.
   std::string strip_payload(Json& payload, const std::string& type_name, const std::string& path) {
@@ -238,6 +240,19 @@ struct Stripper {
   // A Correction keeps its own fields; each union in it holds a payload to strip.
   std::string strip_correction(Json& correction, const flatbuffers::StructDef& table,
                                const std::string& path) {
+    // The reason is free text about the person: it may say anything any field of the
+    // corrected kind says (a cause of death, a parent's NIK). It goes only to a profile
+    // that allows every field of that kind.
+    std::string kind;
+    if (auto t = correction.find("corrected_type"); t != correction.end() && t->is_string()) {
+      kind = snake_case(t->get<std::string>());
+    } else if (target_kind != events::Payload::NONE) {
+      kind = snake_case(events::EnumNamePayload(target_kind));
+    }
+    auto whole = whole_kind.find(kind);
+    if (correction.contains("reason") && (whole == whole_kind.end() || !whole->second)) {
+      correction["reason"] = std::string(kReasonWithheld);
+    }
     for (const flatbuffers::FieldDef* f : table.fields.vec) {
       if (f->value.type.base_type != flatbuffers::BASE_TYPE_UNION) continue;
       auto value = correction.find(f->name);
@@ -256,7 +271,8 @@ struct Stripper {
 }  // namespace
 
 Result<std::vector<std::uint8_t>> strip_event(std::span<const std::uint8_t> event,
-                                              const FieldProfile& profile) {
+                                              const FieldProfile& profile,
+                                              events::Payload target_kind) {
   // Verify even though the caller promises it: GenerateText aborts on a union value
   // with type NONE, and an unknown kind must be refused, not delivered whole.
   if (auto v = check_structure(event)) {
@@ -288,7 +304,7 @@ Result<std::vector<std::uint8_t>> strip_event(std::span<const std::uint8_t> even
     if (type == j.end() || !type->is_string() || payload == j.end()) {
       return unexpected(Errc::kInvalidArgument, "cannot minimise the event: no payload");
     }
-    Stripper stripper{s, profile.allowed_};
+    Stripper stripper{s, profile.allowed_, profile.whole_kind_, target_kind};
     auto err = stripper.strip_payload(*payload, type->get<std::string>(), "payload");
     if (!err.empty()) {
       return unexpected(Errc::kInvalidArgument, "cannot minimise the event: " + err);

@@ -649,17 +649,24 @@ TEST_CASE("Consumers: an event's routing touches only the consumers it matches")
 TEST_CASE("Consumers: a paused owner gets nothing until it may receive again") {
   Bus bus;
   bool paused = false;
-  bus.consumers->set_paused([&](std::string_view owner) { return paused && owner == "dinkes"; });
+  bus.consumers->set_paused([&](std::string_view owner, std::string_view,
+                                const broker::Filter&) -> std::optional<std::string> {
+    if (paused && owner == "dinkes") return "agreement PKS/1 expired";
+    return std::nullopt;
+  });
   bus.subscribe("c1", "kel", {}, {"1271011001"});
   bus.publish({test::make_birth("1271011001", kNow - kDay)});
   CHECK(seqs(bus.pump()["kel"]) == std::vector<std::uint64_t>{1});
   bus.ack("kel", {1});
+  CHECK(bus.consumers->list().front().paused.empty());
   paused = true;  // the agreement expires
   bus.publish({test::make_birth("1271011001", kNow - kDay)});
   CHECK(bus.pump().empty());
   CHECK(bus.pump().empty());
+  CHECK(bus.consumers->list().front().paused == "agreement PKS/1 expired");
   paused = false;  // a renewed agreement is loaded
   CHECK(seqs(bus.pump()["kel"]) == std::vector<std::uint64_t>{2});
+  CHECK(bus.consumers->list().front().paused.empty());
 }
 
 // ---- batched deliveries (Subscribe.batch; broker/delivery_frames.h) --------------

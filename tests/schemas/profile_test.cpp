@@ -285,8 +285,8 @@ TEST_CASE("FieldProfile: strip_event \"-death.cause_of_death\" on \"*\" removes 
 }
 
 TEST_CASE(
-    "FieldProfile: strip_event of a correction keeps its own fields and strips its corrected "
-    "payload") {
+    "FieldProfile: strip_event of a correction keeps its target and void, strips its corrected "
+    "payload and withholds its reason") {
   const EventId target = kolabus::new_uuid_v7();
   const ev::Uuid target_uuid(flatbuffers::span<const std::uint8_t, 16>(target.bytes.data(), 16));
   auto p = profile(kStatistics);
@@ -303,7 +303,9 @@ TEST_CASE(
     REQUIRE(corr != nullptr);
     CHECK(std::equal(corr->target_id()->bytes()->begin(), corr->target_id()->bytes()->end(),
                      target.bytes.begin()));
-    CHECK(corr->reason()->str() == "wrong birth date");
+    // Free text about the person: a statistics office does not get all of a birth.
+    CHECK(corr->reason()->str() == kolabus::schemas::kReasonWithheld);
+    CHECK_FALSE(contains(*out, "wrong birth date"));
     CHECK_FALSE(corr->void_());
     const ev::Birth* cb = corr->corrected_as_Birth();
     REQUIRE(cb != nullptr);
@@ -315,14 +317,43 @@ TEST_CASE(
   }
   SUBCASE("a void") {
     auto in = kolabus::test::make_void(target, {"1271011001"}, kWhen);
-    auto out = strip_event(in, p);
+    auto out = strip_event(in, p, ev::Payload::Birth);
     REQUIRE(out.has_value());
     check_envelope(in, *out);
     const ev::Correction* corr = stripped_event(*out).payload_as_Correction();
     REQUIRE(corr != nullptr);
     CHECK(corr->void_());
-    CHECK(corr->reason()->str() == "recorded in error");
+    CHECK(corr->reason()->str() == kolabus::schemas::kReasonWithheld);
     CHECK(corr->corrected_type() == ev::Payload::NONE);
+  }
+}
+
+TEST_CASE("FieldProfile: a death's correction reason goes only where the cause of death goes") {
+  const EventId target = kolabus::new_uuid_v7();
+  const ev::Uuid target_uuid(flatbuffers::span<const std::uint8_t, 16>(target.bytes.data(), 16));
+  const std::string reason = "cause of death corrected to stroke for NIK 1271016006250001";
+  flatbuffers::FlatBufferBuilder fbb;
+  auto d = ev::CreateCorrection(fbb, &target_uuid, fbb.CreateString(reason), true);
+  auto in = finish(fbb, ev::Payload::Correction, d.Union(), {"1271011001"});
+  SUBCASE("a kelurahan without the cause: withheld, live and replayed alike") {
+    auto out = strip_event(in, profile({"*", "-death.cause_of_death"}), ev::Payload::Death);
+    REQUIRE(out.has_value());
+    CHECK_FALSE(contains(*out, "cause of death"));
+    CHECK_FALSE(contains(*out, "1271016006250001"));
+    // Its other kinds are whole: a birth's correction reason reaches it.
+    auto birth = strip_event(in, profile({"*", "-death.cause_of_death"}), ev::Payload::Birth);
+    REQUIRE(birth.has_value());
+    CHECK(contains(*birth, "cause of death corrected"));
+  }
+  SUBCASE("the void's kind unknown: withheld from any restricted profile") {
+    auto out = strip_event(in, profile({"*", "-death.cause_of_death"}));
+    REQUIRE(out.has_value());
+    CHECK_FALSE(contains(*out, "cause of death"));
+  }
+  SUBCASE("a profile with every field: verbatim") {
+    auto out = strip_event(in, profile({"*"}), ev::Payload::Death);
+    REQUIRE(out.has_value());
+    CHECK(stripped_event(*out).payload_as_Correction()->reason()->str() == reason);
   }
 }
 

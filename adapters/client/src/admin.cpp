@@ -318,17 +318,17 @@ Result<std::vector<DeadLetterView>> AdminClient::dlq_list(const std::string& con
                                                           std::uint32_t max,
                                                           const std::string& owner) {
   flatbuffers::FlatBufferBuilder fbb(128);
-  auto cmd = protocol::CreateDlqListDirect(fbb, consumer.empty() ? nullptr : consumer.c_str(),
-                                           from_sequence, max,
-                                           owner.empty() ? nullptr : owner.c_str());
+  auto cmd =
+      protocol::CreateDlqListDirect(fbb, consumer.empty() ? nullptr : consumer.c_str(),
+                                    from_sequence, max, owner.empty() ? nullptr : owner.c_str());
   auto list = impl_->call<protocol::DeadLetterList>(fbb, protocol::Command::DlqList, cmd.Union());
   if (!list) return unexpected(list.error());
   std::vector<DeadLetterView> out;
   if (const auto* items = (*list)->items()) {
     out.reserve(items->size());
     for (const auto* d : *items) {
-      DeadLetterView v{str(d->consumer()), d->sequence(), d->attempts(),
-                       str(d->reason()), d->dead_at(), bytes_of(d->record()), d->kind(), {}};
+      DeadLetterView v{str(d->consumer()), d->sequence(),         d->attempts(), str(d->reason()),
+                       d->dead_at(),       bytes_of(d->record()), d->kind(),     {}};
       if (d->regions() != nullptr) {
         for (const auto* r : *d->regions()) v.regions.push_back(str(r));
       }

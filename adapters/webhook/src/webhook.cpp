@@ -23,6 +23,7 @@
 #include <adapters/consumer_loop.h>
 #include <adapters/webhook.h>
 #include <client/consumer.h>
+#include <schemas/free_text.h>
 #include <schemas/json_codec.h>
 #include <schemas/regions.h>
 #include <schemas/validate.h>
@@ -32,7 +33,9 @@ namespace {
 
 using namespace std::chrono_literals;
 
-constexpr std::size_t kMaxBodyInReason = 500;
+// A response's body is the receiving system's free text: it may echo the event. Only a
+// scrubbed excerpt goes into the reason (the broker scrubs and cuts it again).
+constexpr std::size_t kMaxBodyInReason = 120;
 constexpr std::uint32_t kMaxTimeoutMs = 6000;
 
 struct WebhookConfig {
@@ -258,14 +261,6 @@ Result<WebhookConfig> parse_config(const toml::table& t) {
   return c;
 }
 
-std::string truncate_utf8_safe(const std::string& s, std::size_t max) {
-  if (s.size() <= max) return s;
-  std::size_t n = max;
-  // Do not cut a UTF-8 sequence in two: back up over continuation bytes.
-  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
-  return s.substr(0, n) + "...";
-}
-
 // Retry-After in seconds (the HTTP-date form is ignored), if present and sane.
 std::optional<std::uint64_t> retry_after_ms(const httplib::Response& res) {
   if (!res.has_header("Retry-After")) return std::nullopt;
@@ -401,7 +396,7 @@ class WebhookAdapter final : public Adapter {
     }
     return {client::Verdict::kReject,
             "HTTP " + std::to_string(status) + " from " + config_.url + ": " +
-                truncate_utf8_safe(res->body, kMaxBodyInReason),
+                schemas::scrub_free_text(res->body, kMaxBodyInReason),
             0};
   }
 

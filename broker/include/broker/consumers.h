@@ -91,6 +91,7 @@ struct ConsumerStatus {
   std::uint32_t clients = 0;
   std::uint64_t dead_letters = 0;
   bool created = false;
+  std::string paused;  // why it gets no deliveries now (set_paused); empty: it does
 };
 
 // One event to send to one client.
@@ -167,6 +168,9 @@ class Consumers {
   // subscribes again on its new connection (client::Consumer does).
   void client_gone(const ClientId& client);
 
+  // Whether the client is attached to any consumer now.
+  bool attached(const ClientId& client) const;
+
   // ---- operator commands ----
   std::vector<ConsumerStatus> list() const;
   // How many consumers are defined (cheap: list() counts every consumer's lag).
@@ -192,10 +196,13 @@ class Consumers {
   CommandResult<Filter> make_filter(std::span<const std::uint8_t> kinds,
                                     const std::vector<std::string>& regions) const;
 
-  // Consumers whose owner `paused` names get no deliveries (their events wait in the
-  // log) until it no longer does: an agency whose data-sharing agreement expired or
-  // was revoked. Re-checked on every pump.
-  void set_paused(std::function<bool(std::string_view owner)> paused);
+  // A consumer for which `paused` returns a reason gets no deliveries (its events,
+  // and those it had out, wait) until it returns nullopt: its owner's agreement
+  // expired or was revoked, or its filter now reaches beyond the owner's grant.
+  // Asked for every consumer with work on every pump, and by list().
+  using PausedFn = std::function<std::optional<std::string>(
+      std::string_view owner, std::string_view name, const Filter& filter)>;
+  void set_paused(PausedFn paused);
 
   // ---- the event flow ----
   // New events were stored and synced (Core::last_appended(), or the server's

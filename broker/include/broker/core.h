@@ -23,6 +23,7 @@
 
 #include <broker/agencies.h>
 #include <broker/audit.h>
+#include <broker/policy.h>
 #include <common/clock.h>
 #include <common/ids.h>
 #include <schemas/protocol_generated.h>
@@ -106,9 +107,9 @@ class Core {
   // rest (not concurrently with itself).
   Result<Sequence> sync() { return log_.sync(); }
 
-  // The registry that decides what each agency may publish; null (development
-  // mode) lets every connection publish everything. Takes effect from the next
-  // batch.
+  // The registry that decides (through broker::Policy) what each agency may publish
+  // and correct; null (development mode) lets every connection publish everything.
+  // Takes effect from the next batch.
   void set_agencies(std::shared_ptr<const Agencies> agencies) { agencies_ = std::move(agencies); }
 
   // The audit chain: each batch that stores events stores, in the same write, one
@@ -153,6 +154,7 @@ class Core {
 struct StoredEventInfo {
   events::Payload kind;
   std::vector<std::string> regions;
+  std::string source;  // the agency that published it: its owner
 };
 std::optional<StoredEventInfo> decode_stored_event(std::string_view record);
 

@@ -53,7 +53,8 @@ class FieldProfile {
 
  private:
   friend Result<std::vector<std::uint8_t>> strip_event(std::span<const std::uint8_t> event,
-                                                       const FieldProfile& profile);
+                                                       const FieldProfile& profile,
+                                                       events::Payload target_kind);
 
   // Lower-case kind name -> allowed field names. Every kind of the schema has an entry.
   std::map<std::string, std::set<std::string>, std::less<>> allowed_;
@@ -64,17 +65,23 @@ class FieldProfile {
 
 // Returns the Event bytes with every payload field the profile does not allow removed.
 // A field the schema marks (required) is kept present but emptied (empty string / empty
-// vector), so the result still verifies. Numbers and enums not allowed are absent, i.e.
+// vector), so the result still verifies. A Correction's reason is free text about the
+// person: it is replaced by kReasonWithheld unless the profile allows every field of the
+// corrected kind (the kind of `corrected`, or for a void `target_kind`, the kind of the
+// event it voids; NONE when unknown: withheld). Numbers and enums not allowed are absent, i.e.
 // read as their default (0 / the enum's zero). A Correction keeps its own fields
-// (target_id, reason, void); its `corrected` payload is stripped by the rules of the
-// corrected kind. The envelope, and so the event id, is unchanged. The result has the
+// (target_id, void; reason as above); its `corrected` payload is stripped by the rules of
+// the corrected kind. The envelope, and so the event id, is unchanged. The result has the
 // file identifier "KLEV".
 // If profile.keeps_everything(), returns a copy of `event` byte for byte.
 // REQUIRES: `event` passed schemas::verified_event (the broker stores only such events).
 // It is checked again anyway: bytes that do not verify, or a payload kind this build does
 // not know, give kInvalidArgument (the broker must not deliver what it cannot minimise);
 // never aborts.
+inline constexpr std::string_view kReasonWithheld =
+    "[withheld: the recipient's field profile does not cover this kind of event in full]";
 Result<std::vector<std::uint8_t>> strip_event(std::span<const std::uint8_t> event,
-                                              const FieldProfile& profile);
+                                              const FieldProfile& profile,
+                                              events::Payload target_kind = events::Payload::NONE);
 
 }  // namespace kolabus::schemas

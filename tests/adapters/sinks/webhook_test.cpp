@@ -19,6 +19,7 @@
 #include "test_events.h"
 #include <adapters/webhook.h>
 #include <common/clock.h>
+#include <schemas/free_text.h>
 #include <schemas/regions.h>
 #include <tools/event_generator.h>
 
@@ -252,7 +253,7 @@ TEST_CASE("Webhook: a 4xx sends the event to the dead letters with the status an
   test::BrokerProcess broker(dir.str("broker"));
   const std::string long_tail(2000, 'x');
   Endpoint endpoint([&](const Hit&, std::size_t) {
-    return Reply{422, "unknown village code " + long_tail};
+    return Reply{422, "unknown village code for NIK 1271014507900001 " + long_tail};
   });
   const auto evs = generate(2, 23);
   test::publish_all(broker.endpoint(), dir.str("outbox"), evs);
@@ -273,7 +274,10 @@ TEST_CASE("Webhook: a 4xx sends the event to the dead letters with the status an
     CHECK(d.attempts == 1);
     CHECK(d.reason.find("422") != std::string::npos);
     CHECK(d.reason.find("unknown village code") != std::string::npos);
-    CHECK(d.reason.size() < 700);  // the body is cut at 500 bytes
+    // The body is the receiving system's free text: scrubbed and cut.
+    CHECK(d.reason.find("1271014507900001") == std::string::npos);
+    CHECK(d.reason.find("[number withheld]") != std::string::npos);
+    CHECK(d.reason.size() <= schemas::kMaxStoredReasonBytes);
   }
   CHECK(endpoint.hits().size() == evs.size());  // no retries
   REQUIRE(test::wait_until([&] { return test::caught_up(broker.endpoint(), "hook4"); }));

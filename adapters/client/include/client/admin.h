@@ -83,8 +83,8 @@ struct DeadLetterView {
   std::uint32_t attempts = 0;
   std::string reason;
   TimeMs dead_at = 0;
-  std::string record;  // LogRecord bytes; empty when the reader may not see the content
-  std::uint8_t kind = 0;             // routing kind, as LogRecord.routing_kind
+  std::string record;     // LogRecord bytes; empty when the reader may not see the content
+  std::uint8_t kind = 0;  // routing kind, as LogRecord.routing_kind
   std::vector<std::string> regions;  // the event's village codes
 };
 
