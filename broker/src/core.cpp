@@ -149,6 +149,7 @@ std::vector<PublishOutcome> Core::publish_batch(std::span<const PublishRequest> 
     // target: who published it, its kind and its regions.
     std::uint8_t index_kind = static_cast<std::uint8_t>(ev->payload_type());
     std::optional<StoredEventInfo> target;
+    std::optional<EventId> unknown_target;
     if (ev->payload_type() != events::Payload::Correction) {
       if (auto d = policy.publish(requests[i].source, static_cast<std::uint8_t>(ev->payload_type()),
                                   regions)) {
@@ -167,20 +168,10 @@ std::vector<PublishOutcome> Core::publish_batch(std::span<const PublishRequest> 
         if (auto it = accepted_by_id.find(target_id); it != accepted_by_id.end()) {
           const Accepted& t = accepted[it->second];
           target = StoredEventInfo{t.kind, t.regions, std::string(requests[t.request].source)};
-        } else {
-          auto seq = log_.find_id(target_id);
-          if (!seq) {
-            o.result = storage_unavailable(seq.error().to_string());
-            continue;
-          }
-          if (!seq->has_value()) {
-            o.result = Nack{ErrorCode::UnknownTarget, "payload.target_id",
-                            "payload.target_id: no event with id " + target_id.to_string() +
-                                " is in the log; a correction must name an event the broker "
-                                "holds",
-                            false};
-            continue;
-          }
+        } else if (auto seq = log_.find_id(target_id); !seq) {
+          o.result = storage_unavailable(seq.error().to_string());
+          continue;
+        } else if (seq->has_value()) {
           auto rec = log_.read(**seq);
           if (!rec) {
             o.result = storage_unavailable(rec.error().to_string());
@@ -189,14 +180,21 @@ std::vector<PublishOutcome> Core::publish_batch(std::span<const PublishRequest> 
           KOLABUS_CHECK(rec->has_value());  // the id index never points at nothing
           target = decode_stored_event(**rec);
           KOLABUS_CHECK(target.has_value());  // the broker only stores what it verified
+        } else {
+          // Answered after validation, so that a malformed correction gets the rule it
+          // breaks. Its own id cannot be in the log: a stored correction's target is
+          // there too (the log never drops an event), so deduplication tells nothing.
+          unknown_target = target_id;
         }
-        if (auto d =
-                policy.correct(requests[i].source, target->source,
-                               static_cast<std::uint8_t>(target->kind), target->regions, regions)) {
-          o.result = nack_from(*d);
-          continue;
+        if (target) {
+          if (auto d = policy.correct(requests[i].source, target->source,
+                                      static_cast<std::uint8_t>(target->kind), target->regions,
+                                      regions)) {
+            o.result = nack_from(*d);
+            continue;
+          }
+          index_kind = static_cast<std::uint8_t>(target->kind) | kCorrectionBit;
         }
-        index_kind = static_cast<std::uint8_t>(target->kind) | kCorrectionBit;
       }
     }
 
@@ -219,6 +217,13 @@ std::vector<PublishOutcome> Core::publish_batch(std::span<const PublishRequest> 
     if (auto v = checked != nullptr ? schemas::check_rules(*checked, ctx)
                                     : schemas::validate_event(bytes, ctx)) {
       o.result = nack_from(*v);
+      continue;
+    }
+    if (unknown_target) {
+      o.result = Nack{ErrorCode::UnknownTarget, "payload.target_id",
+                      "payload.target_id: no event with id " + unknown_target->to_string() +
+                          " is in the log; a correction must name an event the broker holds",
+                      false};
       continue;
     }
     if (target) {

@@ -136,6 +136,57 @@ TEST_CASE("Core: an agency publishes only the kinds and regions of its grant") {
   CHECK(log.next_sequence().value <= 2);
 }
 
+TEST_CASE("Core: a correction is judged against its target's owner before deduplication") {
+  storage::MemoryEventLog log;
+  ManualClock clock{kNow};
+  broker::Core core{log, schemas::RegionTable::embedded(), clock};
+  // A hospital allowed to publish births in Medan, beside the registry of the file.
+  std::string text = kRegistry;
+  text += R"(
+[[agency]]
+name = "rs-pirngadi"
+public_key = "e[L(Ahnb]1Ys*hlr+9SQM!6nH[=aNv&DZU<wFjY6"
+publish = { kinds = ["birth"], regions = ["1271"] }
+agreement = { pks = "PKS/470/003/2026", purpose = "births", valid_from = 2026-01-01, valid_until = 2030-12-31 }
+)";
+  auto reg = broker::Agencies::parse(text, "agencies.toml", schemas::RegionTable::embedded());
+  REQUIRE_MESSAGE(reg.has_value(), (reg ? "" : reg.error().message));
+  core.set_agencies(std::make_shared<const broker::Agencies>(std::move(*reg)));
+  auto publish = [&](const std::vector<std::uint8_t>& ev, std::string_view source) {
+    const broker::PublishRequest req{ev, source};
+    return core.publish_batch(std::span(&req, 1))[0];
+  };
+  const auto birth = test::make_birth("1271011001", kNow - kDay);
+  REQUIRE(publish(birth, "disdukcapil-medan").acked());
+  const auto* ev = flatbuffers::GetRoot<events::Event>(birth.data());
+  const EventId target =
+      EventId::from_span(std::span<const std::uint8_t, 16>(ev->id()->bytes()->data(), 16));
+  const auto void_of_birth = test::make_void(target, {"1271011001"}, kNow - kDay);
+
+  SUBCASE("the hospital may not void the registry's birth, and is told nothing of it") {
+    auto o = publish(void_of_birth, "rs-pirngadi");
+    REQUIRE_FALSE(o.acked());
+    const auto& n = std::get<broker::Nack>(o.result);
+    CHECK(n.code == ErrorCode::NotAuthorised);
+    CHECK(n.field == "payload.target_id");
+    CHECK(n.message.find("disdukcapil-medan") == std::string::npos);
+    CHECK(log.next_sequence().value == 2);
+  }
+  SUBCASE("the registry voids its own birth; a resend by an agency without grants is refused") {
+    auto o = publish(void_of_birth, "disdukcapil-medan");
+    REQUIRE(o.acked());
+    auto again = publish(void_of_birth, "kel-pasar-baru");
+    REQUIRE_FALSE(again.acked());  // not a duplicate ACK naming the stored sequence
+    CHECK(std::get<broker::Nack>(again.result).code == ErrorCode::NotAuthorised);
+    CHECK(log.next_sequence().value == 3);
+  }
+  SUBCASE("an unknown target is answered only after the rules") {
+    auto o =
+        publish(test::make_void(new_uuid_v7(), {"1271011001"}, kNow - kDay), "disdukcapil-medan");
+    CHECK(std::get<broker::Nack>(o.result).code == ErrorCode::UnknownTarget);
+  }
+}
+
 TEST_CASE("Agencies: an agreement outside its validity, or revoked, stops the agency") {
   const auto reg = registry();
   const auto* kel = reg.by_name("kel-pasar-baru");  // agreement valid through 2026-11-30 WIB
@@ -159,10 +210,10 @@ TEST_CASE("Agencies: an agreement outside its validity, or revoked, stops the ag
   CHECK(r2->by_name("x")->inactive_reason(kNow).value().find("revoked") != std::string::npos);
 
   SUBCASE("a grant without an agreement is refused at load") {
-    auto r = broker::Agencies::parse(
-        "[[agency]]\nname = \"x\"\npublic_key = \"" + kKeyA +
-            "\"\nsubscribe = { kinds = [\"*\"], regions = [\"1271\"] }\n",
-        "agencies.toml", schemas::RegionTable::embedded());
+    auto r =
+        broker::Agencies::parse("[[agency]]\nname = \"x\"\npublic_key = \"" + kKeyA +
+                                    "\"\nsubscribe = { kinds = [\"*\"], regions = [\"1271\"] }\n",
+                                "agencies.toml", schemas::RegionTable::embedded());
     REQUIRE_FALSE(r.has_value());
     CHECK(r.error().message.find("agreement") != std::string::npos);
   }
