@@ -171,8 +171,11 @@ class RefusalLog {
 // server's context; the registry is shared with the server loop (a reload swaps it).
 class ZapHandler {
  public:
+  // `refused(what, detail, address)`: a refused connection; `detail` (the key) is for
+  // the log line only, so that refusals aggregate by what and address.
+  using Refused = std::function<void(std::string what, std::string detail, std::string address)>;
   ZapHandler(zmq::context_t& context, std::function<std::shared_ptr<const Agencies>()> registry,
-             std::function<void(std::string key, std::string address)> refused)
+             Refused refused)
       : socket_(context, zmq::socket_type::rep),
         registry_(std::move(registry)),
         refused_(std::move(refused)) {
@@ -207,12 +210,13 @@ class ZapHandler {
           user = z85;
           spdlog::info("agency {} connected from {}", a->name, address);
         } else {
-          refused_(std::string("key ") + z85 + " is not in the agency registry", address);
+          refused_("a key that is not in the agency registry", std::string(" (first: ") + z85 + ")",
+                   address);
         }
       } else {
         refused_("mechanism " + (req.size() > 5 ? req[5].to_string() : std::string("?")) +
                      " (only CURVE is served)",
-                 address);
+                 "", address);
       }
       std::vector<zmq::message_t> reply;
       reply.emplace_back("1.0", 3);
@@ -228,7 +232,7 @@ class ZapHandler {
 
   zmq::socket_t socket_;
   std::function<std::shared_ptr<const Agencies>()> registry_;
-  std::function<void(std::string, std::string)> refused_;
+  Refused refused_;
   std::atomic<bool> stop_{false};
   std::thread thread_;
 };
@@ -242,10 +246,18 @@ class ZapHandler {
 class RefusedConnections {
  public:
   // Returns true when this refusal is the first of its kind in the window (log it now).
+  // At most kMaxKinds kinds a minute are told apart; beyond, they are counted together.
   bool add(const std::string& what) {
-    auto [it, added] = counts_.try_emplace(what, 0);
+    auto it = counts_.find(what);
+    if (it == counts_.end()) {
+      const bool room = counts_.size() < kMaxKinds;
+      it = counts_.emplace(room ? what : std::string(kOthers), 0).first;
+      if (!room) return ++it->second == 1;
+      it->second = 1;
+      return true;
+    }
     ++it->second;
-    return added;
+    return false;
   }
 
   // Everything counted beyond the first of each kind, once the window is over.
@@ -261,7 +273,9 @@ class RefusedConnections {
   }
 
  private:
-  std::map<std::string, std::uint64_t> counts_;
+  static constexpr std::size_t kMaxKinds = 1000;
+  static constexpr std::string_view kOthers = "others (more kinds in a minute than are told apart)";
+  std::map<std::string, std::uint64_t, std::less<>> counts_;
   Clock::time_point window_start_ = Clock::now();
 };
 
@@ -475,7 +489,10 @@ struct Server::Impl {
   // Connections the ZAP handler refused (what, address), waiting for the loop to log
   // and record them.
   std::mutex refused_mu;
-  std::vector<std::pair<std::string, std::string>> refused_connections;  // guarded by refused_mu
+  struct RefusedConnection {
+    std::string what, detail, address;
+  };
+  std::vector<RefusedConnection> refused_connections;  // guarded by refused_mu
   // The ROUTER socket's monitor: handshakes that fail before ZAP is asked.
   zmq::socket_t monitor{context, zmq::socket_type::pair};
 
@@ -546,10 +563,11 @@ struct Server::Impl {
 
   // Logs and records a refused connection: the first of its kind in a minute at once,
   // the others of that minute as one line and one record with their count.
-  void note_refusal(RefusedConnections& agg, audit::Action action, const std::string& what) {
+  void note_refusal(RefusedConnections& agg, audit::Action action, const std::string& what,
+                    std::string_view detail = {}) {
     if (!agg.add(what)) return;
-    spdlog::warn("refused a connection: {}", what);
-    record(fact(action, "", what));
+    spdlog::warn("refused a connection: {}{}", what, detail);
+    record(fact(action, "", what + std::string(detail)));
   }
   void flush_refusals(RefusedConnections& agg, audit::Action action, const char* kind) {
     for (auto& [what, n] : agg.take_if_due(Clock::now())) {
@@ -561,14 +579,14 @@ struct Server::Impl {
   }
 
   void record_refused_connections() {
-    std::vector<std::pair<std::string, std::string>> refused;
+    std::vector<RefusedConnection> refused;
     {
       std::lock_guard lock(refused_mu);
       refused.swap(refused_connections);
     }
-    for (const auto& [what, address] : refused) {
-      note_refusal(zap_refusals, audit::Action::ConnectionRefused,
-                   what + " (from " + address + ")");
+    for (const auto& r : refused) {
+      note_refusal(zap_refusals, audit::Action::ConnectionRefused, r.what + " from " + r.address,
+                   r.detail);
     }
     poll_monitor();
     flush_refusals(zap_refusals, audit::Action::ConnectionRefused, "refused connections");
@@ -1152,12 +1170,13 @@ Result<std::string> Server::bind() {
       Impl* im = impl_.get();
       impl_->zap = std::make_unique<ZapHandler>(
           impl_->context, [im] { return im->agencies(); },
-          [im](std::string what, std::string address) {
+          [im](std::string what, std::string detail, std::string address) {
             std::lock_guard lock(im->refused_mu);
             // Bounded: the loop takes them every turn; a flood beyond this is counted
-            // by the handshake monitor's aggregate anyway.
+            // by the handshake monitor (ZAP refusals are HANDSHAKE_FAILED_AUTH there).
             if (im->refused_connections.size() < 10000) {
-              im->refused_connections.emplace_back(std::move(what), std::move(address));
+              im->refused_connections.push_back(
+                  {std::move(what), std::move(detail), std::move(address)});
             }
           });
       s.set(zmq::sockopt::curve_server, 1);
