@@ -55,7 +55,8 @@ void add_consumers(CLI::App& app, int& exit_code) {
       return;
     }
     Table table({"NAME", "OWNER", "KINDS", "REGIONS", "ACK-FLOOR", "NEXT", "PENDING", "LAG",
-                 "OLDEST-UNACKED", "CLIENTS", "DEAD"});
+                 "OLDEST-UNACKED", "CLIENTS", "DEAD", "STATE"});
+    std::vector<std::string> paused;
     for (const auto& c : *list) {
       std::string regions;
       for (const auto& r : c.filter.regions) regions += (regions.empty() ? "" : ",") + r;
@@ -63,9 +64,11 @@ void add_consumers(CLI::App& app, int& exit_code) {
                  std::to_string(c.ack_floor), std::to_string(c.next_sequence),
                  std::to_string(c.pending), std::to_string(c.lag),
                  format_age(c.oldest_unacked_age_ms), std::to_string(c.clients),
-                 std::to_string(c.dead_letters)});
+                 std::to_string(c.dead_letters), c.paused.empty() ? "delivering" : "paused"});
+      if (!c.paused.empty()) paused.push_back(c.owner + "/" + c.name + " is paused: " + c.paused);
     }
     std::cout << table.render();
+    for (const auto& p : paused) std::cout << p << "\n";
   });
 }
 

@@ -14,6 +14,7 @@ namespace {
 struct Args {
   ConnectArgs conn;
   std::string consumer;
+  std::string owner;  // the consumer's agency; empty: the caller's own
   std::uint64_t from = 0;
   std::uint32_t max = 100;
   std::uint64_t sequence = 0;
@@ -21,23 +22,31 @@ struct Args {
   bool all = false;
 };
 
+// The routing kind as a word: "birth", or "correction of birth".
+std::string kind_text(std::uint8_t routing_kind) {
+  const auto names = kind_names({static_cast<std::uint8_t>(routing_kind & 0x7f)});
+  const std::string name = names.empty() ? "?" : names.front();
+  return (routing_kind & 0x80) != 0 ? "correction of " + name : name;
+}
+
 nlohmann::ordered_json dead_letter_json(const client::DeadLetterView& d) {
   nlohmann::ordered_json j{{"consumer", d.consumer},
                            {"sequence", d.sequence},
                            {"attempts", d.attempts},
                            {"reason", d.reason},
-                           {"dead_at", d.dead_at}};
-  if (auto s = summarize_record(d.record)) {
-    j["kind"] = s->kind;
-    j["event_id"] = s->event_id;
-  }
+                           {"dead_at", d.dead_at},
+                           {"kind", kind_text(d.kind)},
+                           {"regions", d.regions},
+                           // Content only within the caller's own grant (docs/SECURITY.md).
+                           {"content", !d.record.empty()}};
+  if (auto s = summarize_record(d.record)) j["event_id"] = s->event_id;
   return j;
 }
 
 int run_list(const Args& a) {
   auto admin = connect_admin(a.conn);
   if (!admin) return report_connect_error("dlq list", admin.error());
-  auto items = (*admin)->dlq_list(a.consumer, a.from, a.max);
+  auto items = (*admin)->dlq_list(a.consumer, a.from, a.max, a.owner);
   if (!items) return report_error("dlq list", items.error());
   if (a.conn.json) {
     for (const auto& d : *items) std::cout << dead_letter_json(d).dump() << "\n";
@@ -47,11 +56,12 @@ int run_list(const Args& a) {
     std::cout << "no dead letters" << (a.consumer.empty() ? "" : " for " + a.consumer) << "\n";
     return kOk;
   }
-  Table table({"CONSUMER", "SEQ", "ATTEMPTS", "DEAD-AT", "KIND", "REASON"});
+  Table table({"CONSUMER", "SEQ", "ATTEMPTS", "DEAD-AT", "KIND", "REGIONS", "REASON"});
   for (const auto& d : *items) {
-    auto s = summarize_record(d.record);
+    std::string regions;
+    for (const auto& r : d.regions) regions += (regions.empty() ? "" : ",") + r;
     table.add({d.consumer, std::to_string(d.sequence), std::to_string(d.attempts),
-               format_time(d.dead_at), s ? s->kind : "?", d.reason});
+               format_time(d.dead_at), kind_text(d.kind), regions, d.reason});
   }
   std::cout << table.render();
   if (items->size() >= a.max) {
@@ -66,7 +76,7 @@ int run_show(const Args& a) {
   if (!codec) return report_error("dlq show", codec.error());
   auto admin = connect_admin(a.conn);
   if (!admin) return report_connect_error("dlq show", admin.error());
-  auto items = (*admin)->dlq_list(a.consumer, a.sequence, 1);
+  auto items = (*admin)->dlq_list(a.consumer, a.sequence, 1, a.owner);
   if (!items) return report_error("dlq show", items.error());
   if (items->empty() || items->front().sequence != a.sequence) {
     return report_error("dlq show",
@@ -74,6 +84,25 @@ int run_show(const Args& a) {
                                                    " is not a dead letter of " + a.consumer});
   }
   const auto& d = items->front();
+  if (d.record.empty()) {
+    // Operating is not reading: outside the caller's own grant, metadata only.
+    if (a.conn.json) {
+      std::cout << dead_letter_json(d).dump() << "\n";
+      return kOk;
+    }
+    std::string regions;
+    for (const auto& r : d.regions) regions += (regions.empty() ? "" : ",") + r;
+    std::cout << "consumer:     " << d.consumer << "\n"
+              << "sequence:     " << d.sequence << "\n"
+              << "attempts:     " << d.attempts << "\n"
+              << "dead at:      " << format_time(d.dead_at) << "\n"
+              << "reason:       " << d.reason << "\n"
+              << "kind:         " << kind_text(d.kind) << "\n"
+              << "regions:      " << regions << "\n"
+              << "event:        (not shown: outside this agency's own receive grant, agreement "
+                 "or field profile)\n";
+    return kOk;
+  }
   auto record = record_json(*codec, d.record);
   if (!record) return report_error("dlq show", record.error());
   if (a.conn.json) {
@@ -150,6 +179,9 @@ void add_dlq(CLI::App& app, int& exit_code) {
   auto* list = cmd->add_subcommand("list", "List dead letters, oldest sequence first.");
   add_connect_options(list, args->conn);
   list->add_option("--consumer", args->consumer, "only this consumer's (default: every one)");
+  list->add_option("--owner", args->owner,
+                   "the consumer's agency (default: your own; another's needs operate, and "
+                   "shows events only within your own receive grant)");
   list->add_option("--from", args->from, "start at this sequence");
   list->add_option("--max", args->max, "at most this many")
       ->check(CLI::Range(1u, 100000u))
@@ -161,6 +193,9 @@ void add_dlq(CLI::App& app, int& exit_code) {
   add_connect_options(show, args->conn);
   show->add_option("consumer", args->consumer, "the consumer")->required();
   show->add_option("sequence", args->sequence, "the event's sequence")->required();
+  show->add_option("--owner", args->owner,
+                   "the consumer's agency (default: your own; another's needs operate, and "
+                   "shows the event only within your own receive grant)");
   show->callback([args, &exit_code] { exit_code = run_show(*args); });
 
   auto* redrive = cmd->add_subcommand(

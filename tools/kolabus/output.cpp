@@ -363,7 +363,8 @@ nlohmann::ordered_json consumer_json(const client::ConsumerInfoView& c) {
                                 {"lag", c.lag},
                                 {"oldest_unacked_age_ms", c.oldest_unacked_age_ms},
                                 {"clients", c.clients},
-                                {"dead_letters", c.dead_letters}};
+                                {"dead_letters", c.dead_letters},
+                                {"paused", c.paused}};
 }
 
 Result<nlohmann::ordered_json> record_json(schemas::JsonCodec& codec, std::string_view record) {
