@@ -176,7 +176,7 @@ void KolabusSocket::send_subscribe(std::uint64_t corr, const SubscribeOptions& o
   auto regions = fbb.CreateVectorOfStrings(options.regions);
   auto filter = protocol::CreateFilter(fbb, 0, regions);
   auto name = fbb.CreateString(options.name);
-  auto config = protocol::CreateConsumerConfig(fbb, name, filter, start);
+  auto config = protocol::CreateConsumerConfig(fbb, name, filter, start, 0, 0, options.ack_wait_ms);
   auto sub = protocol::CreateSubscribe(fbb, config, options.window, options.batch);
   fbb.Finish(
       protocol::CreateRequest(fbb, kVersion, corr, protocol::Command::Subscribe, sub.Union()),

@@ -36,7 +36,7 @@ struct Scenario {
 
 constexpr Scenario kScenarios[] = {
     {"publish", run_publish}, {"latency", run_latency}, {"catchup", run_catchup},
-    {"fanout", run_fanout},   {"startup", run_startup},
+    {"fanout", run_fanout},   {"startup", run_startup}, {"isolation", run_isolation},
 };
 const std::vector<std::string> kSystems = {kKolabus, kNaive, kJetStream, kRedis};
 
@@ -98,8 +98,8 @@ int main(int argc, char** argv) {
   std::vector<std::uint64_t> latency_rates;
   app.add_flag("--quick", quick, "CI-sized run (well under a minute) instead of the full one");
   app.add_option("--only", only,
-                 "scenarios to run, comma-separated: publish,latency,catchup,fanout,startup "
-                 "(default: all)");
+                 "scenarios to run, comma-separated: publish,latency,catchup,fanout,startup,"
+                 "isolation (default: all)");
   app.add_option("--systems", systems_arg,
                  "systems to measure, comma-separated: kolabus,naive,jetstream,redis (default: "
                  "all; those not installed are skipped)");

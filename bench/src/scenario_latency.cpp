@@ -8,6 +8,7 @@
 // added to the payload.
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <thread>
 
@@ -32,6 +33,18 @@ struct LatencyResult {
   std::uint64_t refused = 0;
   double send_rate = 0;  // achieved, events/s
 };
+
+// VmRSS and VmHWM of a process, in kB.
+std::pair<std::uint64_t, std::uint64_t> memory_kb(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string key, unit;
+  std::uint64_t value = 0, rss = 0, hwm = 0;
+  while (in >> key) {
+    if (key == "VmRSS:" && in >> value >> unit) rss = value;
+    if (key == "VmHWM:" && in >> value >> unit) hwm = value;
+  }
+  return {rss, hwm};
+}
 
 Result<LatencyResult> measure(System& sys, std::uint64_t rate, std::uint64_t n) {
   SubscribeOptions so;
@@ -155,6 +168,100 @@ Result<LatencyResult> measure(System& sys, std::uint64_t rate, std::uint64_t n) 
 }
 
 }  // namespace
+
+// Isolation: the latency of one consumer at 5,000 events/s, alone and with a consumer
+// beside it that never reads (window 10,000, batches of 1,000, ack_wait 100 ms: the
+// broker would redeliver to it ten times a second), in alternating rounds on fresh
+// brokers; and the broker's memory in each.
+Table run_isolation(BenchContext& ctx) {
+  Table t;
+  t.name = "isolation";
+  t.title =
+      "a consumer that never reads beside one at 5,000 events/s: the other's latency and the "
+      "broker's memory";
+  t.systems = {kKolabus};
+  const std::uint64_t rate = 5000;
+  const std::uint64_t n = ctx.events != 0 ? ctx.events : rate * (ctx.quick ? 2 : 10);
+  const int rounds = ctx.latency_rounds != 0 ? ctx.latency_rounds : ctx.quick ? 1 : 3;
+  struct Round {
+    LatencyResult r;
+    double base_mb = 0, peak_mb = 0;
+  };
+  std::map<bool, std::vector<Round>> results;  // by "with a never-reading consumer"
+  for (int round = 1; round <= rounds; ++round) {
+    for (bool bad : {false, true}) {
+      std::string why;
+      auto sys = ctx.make(kKolabus, &why);
+      if (!sys) {
+        t.skip("5000 events/s", "p99 ms", kKolabus, why);
+        return t;
+      }
+      const std::string dir = ctx.fresh_dir("isolation");
+      if (Status st = sys->start(dir); !st) {
+        ++ctx.failures;
+        t.skip("5000 events/s", "p99 ms", kKolabus, "failed: " + st.error().message);
+        return t;
+      }
+      Round out;
+      out.base_mb = static_cast<double>(memory_kb(sys->pid()).first) / 1024;
+      std::unique_ptr<SubscribeClient> never_reads;
+      if (bad) {
+        SubscribeOptions so;
+        so.name = "never-reads";
+        so.window = 10000;
+        so.batch = 1000;
+        so.ack_wait_ms = 100;
+        so.from_start = false;
+        auto s = sys->subscriber(so);
+        if (s) never_reads = std::move(*s);
+      }
+      auto r = measure(*sys, rate, n);
+      out.peak_mb = static_cast<double>(memory_kb(sys->pid()).second) / 1024;
+      never_reads.reset();
+      sys->stop();
+      std::error_code ec;
+      std::filesystem::remove_all(dir, ec);
+      if (!r) {
+        ++ctx.failures;
+        ctx.progress("isolation: " + r.error().message);
+        continue;
+      }
+      out.r = *r;
+      ctx.progress(std::string("isolation ") + (bad ? "with" : "without") +
+                   " a never-reading consumer, round " + std::to_string(round) + ": p99 " +
+                   human(r->p.p99_us / 1000) + " ms, broker " + human(out.base_mb) + " -> " +
+                   human(out.peak_mb) + " MB");
+      results[bad].push_back(out);
+    }
+  }
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.empty() ? 0.0 : v[(v.size() - 1) / 2];
+  };
+  for (bool bad : {false, true}) {
+    const std::string label = bad ? "with a never-reading consumer" : "alone";
+    std::vector<double> p50, p99, peak, grown;
+    std::uint64_t lost = 0;
+    for (const auto& rd : results[bad]) {
+      p50.push_back(rd.r.p.p50_us / 1000);
+      p99.push_back(rd.r.p.p99_us / 1000);
+      peak.push_back(rd.peak_mb);
+      grown.push_back(rd.peak_mb - rd.base_mb);
+      lost += rd.r.lost;
+    }
+    t.set(label, "p50 ms", kKolabus, median(p50),
+          lost > 0 ? std::to_string(lost) + " not delivered within 10 s" : "");
+    t.set(label, "p99 ms", kKolabus, median(p99));
+    t.set(label, "peak RSS MB", kKolabus, median(peak));
+    t.set(label, "growth MB", kKolabus, median(grown));
+  }
+  t.notes.push_back(
+      "kolabus only, development mode (one agency: the per-connection bound of 16 MiB unread "
+      "applies); alternating rounds on fresh brokers, each figure the median of " +
+      std::to_string(rounds) + " rounds; latency as in the latency scenario, " +
+      std::to_string(n) + " events per round; memory: VmRSS after start, VmHWM after the round");
+  return t;
+}
 
 Table run_latency(BenchContext& ctx) {
   Table t;

@@ -90,6 +90,7 @@ Table run_latency(BenchContext& ctx);
 Table run_catchup(BenchContext& ctx);
 Table run_fanout(BenchContext& ctx);
 Table run_startup(BenchContext& ctx);
+Table run_isolation(BenchContext& ctx);
 
 // Seconds between two steady-clock points.
 inline double seconds_between(SteadyClock::time_point a, SteadyClock::time_point b) {

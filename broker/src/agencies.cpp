@@ -111,7 +111,8 @@ Result<Agencies> Agencies::parse(std::string_view toml_text, const std::string& 
     for (const auto& [k, v] : *t) {
       const std::string key(k.str());
       if (key != "name" && key != "public_key" && key != "publish" && key != "subscribe" &&
-          key != "correct" && key != "operate" && key != "agreement" && key != "fields") {
+          key != "correct" && key != "operate" && key != "agreement" && key != "fields" &&
+          key != "limits") {
         return bad("unknown key '" + key + "'");
       }
     }
@@ -240,6 +241,30 @@ Result<Agencies> Agencies::parse(std::string_view toml_text, const std::string& 
       if (ag.valid_until <= ag.valid_from) return bad("agreement ends before it begins");
       ag.revoked = (*g)["revoked"].value_or(false);
       a.agreement = std::move(ag);
+    }
+    if (const toml::node* node = t->get("limits")) {
+      const auto* l = node->as_table();
+      if (l == nullptr) {
+        return bad("limits must be a table { connections, consumers, unacked, "
+                   "queued_mib_per_connection, queued_mib }");
+      }
+      for (const auto& [k, v] : *l) {
+        const std::string name(k.str());
+        const auto n = v.value_exact<std::int64_t>();
+        if (name != "connections" && name != "consumers" && name != "unacked" &&
+            name != "queued_mib_per_connection" && name != "queued_mib") {
+          return bad("limits: unknown key '" + name + "'");
+        }
+        if (!n || *n < 1 || *n > 1000000) {
+          return bad("limits." + name + " must be a whole number from 1 to 1000000");
+        }
+        const auto u = static_cast<std::uint64_t>(*n);
+        if (name == "connections") a.limits.connections = static_cast<std::uint32_t>(u);
+        if (name == "consumers") a.limits.consumers = static_cast<std::uint32_t>(u);
+        if (name == "unacked") a.limits.unacked = static_cast<std::uint32_t>(u);
+        if (name == "queued_mib_per_connection") a.limits.queued_bytes_per_connection = u << 20;
+        if (name == "queued_mib") a.limits.queued_bytes = u << 20;
+      }
     }
     std::vector<std::string> field_entries{"*"};
     if (const toml::node* node = t->get("fields")) {

@@ -38,7 +38,7 @@ flatbuffers::Offset<protocol::ConsumerInfo> build_info(flatbuffers::FlatBufferBu
   auto paused = st.paused.empty() ? 0 : fbb.CreateString(st.paused);
   return protocol::CreateConsumerInfo(fbb, name, owner, config, st.ack_floor, st.next_sequence,
                                       st.pending, st.lag, st.oldest_unacked_age_ms, st.clients,
-                                      st.dead_letters, st.created, paused);
+                                      st.dead_letters, st.created, paused, st.stalled_clients);
 }
 
 flatbuffers::DetachedBuffer done_response(std::uint64_t corr, std::uint64_t count) {
@@ -177,6 +177,27 @@ struct Commands::Impl {
         ConsumerSpec spec{cfg->name()->str(),    std::get<Filter>(filter), cfg->start(),
                           cfg->start_sequence(), cfg->start_time(),        cfg->ack_wait_ms(),
                           cfg->max_deliver()};
+        if (const Limits* limits = policy.limits(owner)) {
+          if (!consumers.spec(owner, spec.name) && consumers.owned(owner) >= limits->consumers) {
+            return reply_error(
+                in, {ErrorCode::LimitExceeded, "config.name",
+                     "agency '" + owner + "' has " + std::to_string(limits->consumers) +
+                         " consumers, its limit (limits.consumers in the agency registry): "
+                         "delete one, or ask the bus's operators to raise the limit"});
+          }
+          // The window this client already has on the consumer is replaced, not added.
+          const std::uint64_t others =
+              consumers.windows(owner) - consumers.window_of(client, owner, spec.name);
+          if (others + sub->window() > limits->unacked) {
+            return reply_error(
+                in, {ErrorCode::LimitExceeded, "window",
+                     "window: agency '" + owner + "' may have " +
+                         std::to_string(limits->unacked) +
+                         " deliveries unacknowledged (limits.unacked in the agency registry); "
+                         "its other clients' windows take " +
+                         std::to_string(others) + ": ask for a smaller window"});
+          }
+        }
         auto r = consumers.subscribe(client, owner, spec, sub->window(), sub->batch());
         if (auto* e = std::get_if<CommandError>(&r)) return reply_error(in, *e);
         const auto& st = std::get<ConsumerStatus>(r);

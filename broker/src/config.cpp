@@ -78,7 +78,8 @@ Result<Config> parse_config(std::string_view toml_text, const std::string& path)
     if (auto st = check_keys(
             *b, "broker",
             {"endpoint", "data_dir", "max_message_bytes", "max_batch_messages", "max_batch_bytes",
-             "max_clock_skew_seconds", "dev_agency", "client_timeout_ms", "disk_reserve_bytes"},
+             "max_clock_skew_seconds", "dev_agency", "client_timeout_ms", "disk_reserve_bytes",
+             "max_outgoing_bytes"},
             path);
         !st) {
       return unexpected(st.error());
@@ -93,7 +94,8 @@ Result<Config> parse_config(std::string_view toml_text, const std::string& path)
           read_key(*b, "broker", "max_clock_skew_seconds", skew_s, path),
           read_key(*b, "broker", "dev_agency", c.server.dev_agency, path),
           read_key(*b, "broker", "client_timeout_ms", c.client_timeout_ms, path),
-          read_key(*b, "broker", "disk_reserve_bytes", c.server.disk_reserve_bytes, path)}) {
+          read_key(*b, "broker", "disk_reserve_bytes", c.server.disk_reserve_bytes, path),
+          read_key(*b, "broker", "max_outgoing_bytes", c.server.max_outgoing_bytes, path)}) {
       if (!st) return unexpected(st.error());
     }
     // Both are added to times (now + skew, last seen + timeout): bounded, they cannot

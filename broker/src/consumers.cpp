@@ -355,6 +355,8 @@ struct Consumers::State {
   // Consumers held back because their owner is paused, and the predicate.
   std::set<Consumer*> held;
   PausedFn paused;
+  std::function<bool(const ClientId&)> can_send;
+  bool may_send(const ClientId& c) const { return !can_send || can_send(c); }
   std::optional<std::string> paused_why(const Consumer& c) const {
     return paused ? paused(c.key.owner, c.key.name, c.spec.filter) : std::nullopt;
   }
@@ -593,7 +595,9 @@ struct Consumers::State {
 
   std::uint32_t credit(const Consumer& c) const {
     std::uint32_t total = 0;
-    for (const auto& a : c.clients) total += a.window - std::min(a.window, a.in_flight);
+    for (const auto& a : c.clients) {
+      if (may_send(a.client)) total += a.window - std::min(a.window, a.in_flight);
+    }
     return total;
   }
 
@@ -601,7 +605,7 @@ struct Consumers::State {
     const std::size_t n = c.clients.size();
     for (std::size_t i = 0; i < n; ++i) {
       Attachment& a = c.clients[(c.next_client + i) % n];
-      if (a.in_flight < a.window) {
+      if (a.in_flight < a.window && may_send(a.client)) {
         c.next_client = (c.next_client + i + 1) % n;
         return &a;
       }
@@ -747,6 +751,7 @@ struct Consumers::State {
     s.dead_letters = c.dead_count;
     s.created = created;
     if (auto why = paused_why(c)) s.paused = std::move(*why);
+    for (const auto& a : c.clients) s.stalled_clients += may_send(a.client) ? 0 : 1;
     return s;
   }
 
@@ -1020,6 +1025,40 @@ void Consumers::touch(const ClientId& client) {
 }
 
 std::size_t Consumers::size() const { return s_->consumers.size(); }
+
+TimeMs Consumers::client_timeout_ms() const { return s_->options.client_timeout_ms; }
+
+std::size_t Consumers::owned(std::string_view owner) const {
+  std::size_t n = 0;
+  for (auto it = s_->consumers.lower_bound(storage::ConsumerKey{std::string(owner), ""});
+       it != s_->consumers.end() && it->first.owner == owner; ++it) {
+    ++n;
+  }
+  return n;
+}
+
+std::uint64_t Consumers::windows(std::string_view owner) const {
+  std::uint64_t total = 0;
+  for (auto it = s_->consumers.lower_bound(storage::ConsumerKey{std::string(owner), ""});
+       it != s_->consumers.end() && it->first.owner == owner; ++it) {
+    for (const auto& a : it->second->clients) total += a.window;
+  }
+  return total;
+}
+
+std::uint32_t Consumers::window_of(const ClientId& client, std::string_view owner,
+                                   std::string_view name) const {
+  const Consumer* c = s_->find(owner, name);
+  if (c == nullptr) return 0;
+  for (const auto& a : c->clients) {
+    if (a.client == client) return a.window;
+  }
+  return 0;
+}
+
+void Consumers::set_can_send(std::function<bool(const ClientId&)> can_send) {
+  s_->can_send = std::move(can_send);
+}
 
 bool Consumers::attached(const ClientId& client) const {
   auto it = s_->clients.find(client);

@@ -129,6 +129,11 @@ const schemas::FieldProfile* Policy::profile(std::string_view agency) const {
   return a == nullptr ? nullptr : &a->fields;
 }
 
+const Limits* Policy::limits(std::string_view agency) const {
+  const Agency* a = find(agency);
+  return a == nullptr ? nullptr : &a->limits;
+}
+
 Decision Policy::operate(std::string_view agency) const {
   if (dev()) return std::nullopt;
   const Agency* a = find(agency);

@@ -279,6 +279,151 @@ class RefusedConnections {
   Clock::time_point window_start_ = Clock::now();
 };
 
+// The bytes of deliveries sent to each client that it has not yet shown it read.
+// ZeroMQ delivers a connection's messages in order, so an acknowledgement (or a NAK, or a
+// reject) of an event proves that the client read every message sent to it up to the one
+// that carried the event: those bytes are released. A client that never reads releases
+// nothing and is held at its bound; what the broker holds for it stays bounded (the
+// messages ZeroMQ queues for it are among these bytes). Replies to requests are not
+// counted: each answers a request, at most one page (10 000 records) each.
+class Outbound {
+ public:
+  void sent(const ClientId& client, const std::string& agency,
+            std::vector<std::uint64_t> sequences, std::size_t bytes) {
+    Client& c = clients_[client.bytes];
+    if (c.agency.empty()) c.agency = agency;
+    const std::uint64_t index = c.next_index++;
+    for (std::uint64_t seq : sequences) c.last_message_of[seq] = index;
+    c.sent.push_back({index, bytes, std::move(sequences)});
+    c.bytes += bytes;
+    by_agency_[c.agency] += bytes;
+    total_ += bytes;
+  }
+
+  // The client acknowledged, NAKed or rejected these sequences.
+  void confirmed(const ClientId& client, std::span<const std::uint64_t> sequences) {
+    auto it = clients_.find(client.bytes);
+    if (it == clients_.end()) return;
+    Client& c = it->second;
+    std::optional<std::uint64_t> upto;
+    for (std::uint64_t seq : sequences) {
+      if (auto m = c.last_message_of.find(seq); m != c.last_message_of.end()) {
+        upto = std::max(upto.value_or(0), m->second);
+      }
+    }
+    if (!upto) return;
+    while (!c.sent.empty() && c.sent.front().index <= *upto) {
+      const Message& m = c.sent.front();
+      for (std::uint64_t seq : m.sequences) {
+        if (auto l = c.last_message_of.find(seq); l != c.last_message_of.end() &&
+                                                  l->second == m.index) {
+          c.last_message_of.erase(l);
+        }
+      }
+      release(c, m.bytes);
+      c.sent.pop_front();
+    }
+  }
+
+  // The connection is gone: whatever ZeroMQ still held for it is freed with it.
+  void gone(const ClientId& client) {
+    auto it = clients_.find(client.bytes);
+    if (it == clients_.end()) return;
+    release(it->second, it->second.bytes);
+    clients_.erase(it);
+  }
+
+  // The connection went silent: most likely gone (crashed, its connection dropped, which
+  // ZeroMQ does not tell), so its bytes stop counting against its agency; but they are
+  // remembered, and count again if it speaks (restore), so that a client cannot shed its
+  // bound by keeping quiet. At most kMaxDormant are remembered, the oldest forgotten.
+  void dormant(const ClientId& client) {
+    auto it = clients_.find(client.bytes);
+    if (it == clients_.end()) return;
+    Client c = std::move(it->second);
+    release(c, c.bytes);
+    c.bytes = 0;
+    std::uint64_t held = 0;
+    for (const auto& m : c.sent) held += m.bytes;
+    clients_.erase(it);
+    if (held == 0) return;
+    dormant_.emplace(client.bytes, std::make_pair(std::move(c), held));
+    dormant_order_.push_back(client.bytes);
+    while (dormant_order_.size() > kMaxDormant) {
+      dormant_.erase(dormant_order_.front());
+      dormant_order_.pop_front();
+    }
+  }
+
+  // A connection heard from again: what it had not read counts again.
+  void restore(const ClientId& client) {
+    auto it = dormant_.find(client.bytes);
+    if (it == dormant_.end()) return;
+    Client c = std::move(it->second.first);
+    const std::uint64_t held = it->second.second;
+    dormant_.erase(it);
+    c.bytes = held;
+    by_agency_[c.agency] += held;
+    total_ += held;
+    clients_.insert_or_assign(client.bytes, std::move(c));
+  }
+
+  // Whether `client` of `agency` may be sent more now: under its own bound (the agency's
+  // limits, or the default ones in development mode); under its agency's, unless it holds
+  // nothing unread; and, once every client together holds `max_total`, only if it holds
+  // less than kHeavy (the heavy readers wait, the prompt ones go on).
+  bool may_send(const ClientId& client, std::string_view agency, const Limits* limits,
+                std::uint64_t max_total) const {
+    static const Limits kDefaults;
+    const Limits& l = limits != nullptr ? *limits : kDefaults;
+    auto it = clients_.find(client.bytes);
+    const std::uint64_t mine = it == clients_.end() ? 0 : it->second.bytes;
+    if (mine >= l.queued_bytes_per_connection) return false;
+    if (limits != nullptr && mine > 0) {
+      if (auto a = by_agency_.find(agency);
+          a != by_agency_.end() && a->second >= limits->queued_bytes) {
+        return false;
+      }
+    }
+    return total_ < max_total || mine < kHeavy;
+  }
+
+  std::uint64_t bytes_of(const ClientId& client) const {
+    auto it = clients_.find(client.bytes);
+    return it == clients_.end() ? 0 : it->second.bytes;
+  }
+  std::uint64_t total() const { return total_; }
+
+ private:
+  struct Message {
+    std::uint64_t index;
+    std::size_t bytes;
+    std::vector<std::uint64_t> sequences;
+  };
+  struct Client {
+    std::string agency;
+    std::deque<Message> sent;
+    std::unordered_map<std::uint64_t, std::uint64_t> last_message_of;  // sequence -> index
+    std::uint64_t next_index = 0;
+    std::uint64_t bytes = 0;
+  };
+  void release(Client& c, std::uint64_t bytes) {
+    c.bytes -= bytes;
+    total_ -= bytes;
+    if (auto a = by_agency_.find(c.agency); a != by_agency_.end()) {
+      a->second -= bytes;
+      if (a->second == 0) by_agency_.erase(a);
+    }
+  }
+  static constexpr std::size_t kMaxDormant = 100000;
+  static constexpr std::uint64_t kHeavy = 1 << 20;
+  std::unordered_map<std::string, Client> clients_;  // by routing id
+  std::unordered_map<std::string, std::pair<Client, std::uint64_t>> dormant_;
+  std::deque<std::string> dormant_order_;  // may name ids restored since: erase is a no-op
+  std::map<std::string, std::uint64_t, std::less<>> by_agency_;
+  std::uint64_t total_ = 0;
+};
+
 // The fsync of a pipelined group commit, on a thread of its own: the loop writes a
 // drain's events without waiting for the disk (Core::Commit::kDeferred) and asks for a
 // sync; while the disk works, the loop goes on reading, validating and writing the next
@@ -400,12 +545,23 @@ struct Server::Impl {
   std::set<std::string> paused_agencies;   // logged when they stop and when they resume
   std::set<std::string> paused_consumers;  // "owner/name", likewise
 
-  // The CURVE key each client connection authenticated with (routing id -> Z85 key),
-  // so that deliveries are judged by the registry as it is now. Entries of clients no
-  // longer attached to a consumer are pruned (prune_client_keys).
-  std::unordered_map<std::string, std::string> client_keys;
-  std::size_t client_keys_pruned_at = 0;
-  RefusedConnections zap_refusals, handshake_refusals, revoked_connections;
+  // The client connections heard from: the CURVE key each authenticated with, the
+  // agency that key belonged to when last judged, and when it was last heard from. A
+  // connection is counted against its agency's limits.connections while it holds a
+  // consumer or was heard from within the client timeout (forget_silent_connections).
+  struct Connection {
+    std::string key;
+    std::string agency;
+    Clock::time_point last_seen;
+  };
+  std::unordered_map<std::string, Connection> connections;  // by routing id
+  std::map<std::string, std::uint32_t, std::less<>> connections_of;  // agency -> count
+  Clock::time_point last_forget{};
+  // Delivery bytes clients have not yet shown they read (Outbound), and those held back
+  // at their bound now (logged as they stall and resume).
+  Outbound outbound;
+  std::set<std::string> stalled;  // routing ids
+  RefusedConnections zap_refusals, handshake_refusals, revoked_connections, limit_refusals;
 
   Audit* audit = nullptr;
   Server::ReloadHandler reload_handler;
@@ -497,6 +653,7 @@ struct Server::Impl {
   zmq::socket_t monitor{context, zmq::socket_type::pair};
 
   Impl(Core& c, Consumers& cs, ServerOptions o) : core(c), consumers(cs), options(std::move(o)) {
+    consumers.set_can_send([this](const ClientId& client) { return can_send(client); });
     if (options.dev) return;
     // A consumer whose owner may not receive its filter now (agreement ended, grant
     // narrowed, agency removed) gets nothing; its events wait.
@@ -593,6 +750,7 @@ struct Server::Impl {
     flush_refusals(handshake_refusals, audit::Action::HandshakeRefused, "refused handshakes");
     flush_refusals(revoked_connections, audit::Action::ConnectionRevoked,
                    "requests on revoked connections");
+    flush_refusals(limit_refusals, audit::Action::Refused, "connections beyond a limit");
   }
 
   // Handshakes that failed before any key was known: NULL or PLAIN against CURVE, a
@@ -635,36 +793,114 @@ struct Server::Impl {
   }
 
   // The agency a message comes from, judged now: the agency whose key its connection
-  // authenticated with, if that key is still that agency's. nullopt (and the client
-  // is answered NotAuthorised) when it no longer is.
+  // authenticated with, if that key is still that agency's (development mode: the dev
+  // agency). nullopt, and the client is answered, when it no longer is, or when this is
+  // a new connection beyond the agency's limits.connections.
   std::optional<std::string> identify(Incoming& in) {
-    if (options.dev) return options.dev_agency;
-    std::string key = key_of(in.body);
-    const std::string& routing_id = in.envelope[0].to_string();
-    auto [it, added] = client_keys.try_emplace(routing_id, key);
-    if (!added && it->second != key) {
-      // The routing id now names another connection: whatever the old one had
-      // attached goes back to the consumers' other clients.
-      consumers.client_gone(ClientId{routing_id});
-      it->second = key;
+    const std::string key = options.dev ? std::string() : key_of(in.body);
+    const std::string routing_id = in.envelope[0].to_string();
+    auto it = connections.find(routing_id);
+    if (it != connections.end() && it->second.key != key) {
+      // The routing id now names another connection: whatever the old one had attached
+      // goes back to the consumers' other clients.
+      forget_connection(it);
+      it = connections.end();
     }
-    if (const Agency* a = policy.identify(key)) return a->name;
-    const Denial d = *policy.connection(key, "");
-    note_refusal(revoked_connections, audit::Action::ConnectionRevoked,
-                 "key " + key + " is no longer in the agency registry");
-    send_nack(in.envelope, in.corr, std::nullopt, Nack{d.code, d.field, d.message, false});
-    return std::nullopt;
+    std::string agency = options.dev_agency;
+    if (!options.dev) {
+      const Agency* a = policy.identify(key);
+      if (a == nullptr) {
+        const Denial d = *policy.connection(key, "");
+        note_refusal(revoked_connections, audit::Action::ConnectionRevoked,
+                     "key " + key + " is no longer in the agency registry");
+        send_nack(in.envelope, in.corr, std::nullopt, Nack{d.code, d.field, d.message, false});
+        return std::nullopt;
+      }
+      agency = a->name;
+    }
+    const auto now = Clock::now();
+    if (it == connections.end()) {
+      const Limits* limits = policy.limits(agency);
+      if (limits != nullptr && connections_of[agency] >= limits->connections) {
+        note_refusal(limit_refusals, audit::Action::Refused,
+                     "agency " + agency + " is at its limit of " +
+                         std::to_string(limits->connections) + " connections");
+        send_nack(in.envelope, in.corr, std::nullopt,
+                  Nack{ErrorCode::LimitExceeded, "",
+                       "agency '" + agency + "' has " + std::to_string(limits->connections) +
+                           " connections open, its limit (limits.connections in the agency "
+                           "registry); close one, or ask the bus's operators to raise it",
+                       false});
+        return std::nullopt;
+      }
+      connections.emplace(routing_id, Connection{key, agency, now});
+      ++connections_of[agency];
+      outbound.restore(ClientId{routing_id});  // a connection silent for a while
+    } else {
+      it->second.last_seen = now;
+      if (it->second.agency != agency) {  // the registry renamed the key's agency
+        uncount(it->second.agency);
+        ++connections_of[agency];
+        it->second.agency = agency;
+      }
+    }
+    return agency;
   }
 
-  // Forgets the keys of clients attached to no consumer, once the map has doubled.
-  void prune_client_keys() {
-    if (client_keys.size() < 1024 || client_keys.size() < 2 * client_keys_pruned_at) return;
-    std::erase_if(client_keys,
-                  [&](const auto& entry) { return !consumers.attached(ClientId{entry.first}); });
-    client_keys_pruned_at = client_keys.size();
+  void uncount(const std::string& agency) {
+    auto c = connections_of.find(agency);
+    if (c != connections_of.end() && --c->second == 0) connections_of.erase(c);
   }
 
-  enum class Sent { kYes, kQueueFull, kClientGone };
+  // The connection left (or its routing id was taken over): detached from its
+  // consumers, no longer counted, what was sent to it released.
+  void forget_connection(std::unordered_map<std::string, Connection>::iterator it) {
+    const ClientId id{it->first};
+    consumers.client_gone(id);
+    outbound.gone(id);
+    stalled.erase(it->first);
+    uncount(it->second.agency);
+    connections.erase(it);
+  }
+
+  // Once a second: connections neither attached nor heard from within the client timeout
+  // are no longer counted (a client that crashed, a publisher gone quiet). What they had
+  // not read stays remembered (Outbound::dormant) in case they speak again.
+  void forget_silent_connections() {
+    const auto now = Clock::now();
+    if (now - last_forget < std::chrono::seconds(1)) return;
+    last_forget = now;
+    const auto timeout = std::chrono::milliseconds(consumers.client_timeout_ms());
+    for (auto it = connections.begin(); it != connections.end();) {
+      const ClientId id{it->first};
+      if (now - it->second.last_seen > timeout && !consumers.attached(id)) {
+        outbound.dormant(id);
+        stalled.erase(it->first);
+        uncount(it->second.agency);
+        it = connections.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+
+  // Whether a delivery may go to `client` now: its agency's and the broker's outgoing
+  // bounds (Outbound). Logged as a client stalls and as it resumes.
+  bool can_send(const ClientId& client) {
+    auto it = connections.find(client.bytes);
+    const std::string_view agency = it == connections.end() ? "" : it->second.agency;
+    const bool ok = outbound.may_send(client, agency, policy.limits(agency),
+                                      options.max_outgoing_bytes);
+    if (!ok && outbound.bytes_of(client) > 0 && stalled.insert(client.bytes).second) {
+      spdlog::warn(
+          "a client of agency {} is stalled: {:.1f} MiB sent to it not yet read (outgoing "
+          "{:.1f} MiB in all); it gets nothing more until it reads",
+          agency, outbound.bytes_of(client) / 1048576.0, outbound.total() / 1048576.0);
+    } else if (ok && stalled.erase(client.bytes) > 0) {
+      spdlog::info("a client of agency {} reads again: deliveries resumed", agency);
+    }
+    return ok;
+  }
 
   void send(Envelope& envelope, flatbuffers::DetachedBuffer reply) {
     (void)try_send(envelope, std::move(reply));
@@ -885,8 +1121,18 @@ struct Server::Impl {
 
   // A consumer or operator command, answered at once, in arrival order.
   void answer_command(Incoming& in, const protocol::Request& req) {
-    auto reply = commands.handle(in.source, ClientId{in.envelope[0].to_string()},
-                                 in.envelope.size() > 1, req);
+    const ClientId client{in.envelope[0].to_string()};
+    // An acknowledgement, a NAK or a reject shows what the client has read.
+    if (const auto* a = req.command_as_Ack(); a != nullptr && a->sequences() != nullptr) {
+      outbound.confirmed(client, {a->sequences()->data(), a->sequences()->size()});
+    } else if (const auto* n = req.command_as_Nak()) {
+      const std::uint64_t seq = n->sequence();
+      outbound.confirmed(client, {&seq, 1});
+    } else if (const auto* r = req.command_as_Reject()) {
+      const std::uint64_t seq = r->sequence();
+      outbound.confirmed(client, {&seq, 1});
+    }
+    auto reply = commands.handle(in.source, client, in.envelope.size() > 1, req);
     if (reply.refusal) {
       refusals.log(in.source, std::nullopt, *reply.refusal);
       send_nack(in.envelope, in.corr, std::nullopt, *reply.refusal);
@@ -915,11 +1161,11 @@ struct Server::Impl {
     std::set<ClientId> revoked;  // connections whose key is no longer their agency's
     for (auto& d : due) {
       if (!options.dev) {
-        auto key = client_keys.find(d.client.bytes);
-        if (key == client_keys.end() || policy.connection(key->second, d.owner)) {
-          if (revoked.insert(d.client).second && key != client_keys.end()) {
+        auto conn = connections.find(d.client.bytes);
+        if (conn == connections.end() || policy.connection(conn->second.key, d.owner)) {
+          if (revoked.insert(d.client).second && conn != connections.end()) {
             note_refusal(revoked_connections, audit::Action::ConnectionRevoked,
-                         "key " + key->second + " is no longer agency " + d.owner +
+                         "key " + conn->second.key + " is no longer agency " + d.owner +
                              "'s: its deliveries stopped");
           }
           continue;
@@ -938,8 +1184,11 @@ struct Server::Impl {
     }
     // What a revoked connection had goes to the consumers' other clients, now.
     for (const ClientId& c : revoked) {
-      consumers.client_gone(c);
-      client_keys.erase(c.bytes);
+      if (auto conn = connections.find(c.bytes); conn != connections.end()) {
+        forget_connection(conn);
+      } else {
+        consumers.client_gone(c);
+      }
     }
     // No audit record, no delivery: the events stay in flight and go again later.
     if (!record(facts)) ready.clear();
@@ -953,8 +1202,22 @@ struct Server::Impl {
       // (killed, or its connection dropped): it is detached now, so these events and
       // the others it held go to the consumer's other clients at once (found by the
       // crash suite: a restarted consumer otherwise waited client_timeout_ms for them).
-      const Sent sent = try_send(envelope, delivery_frame(group));
-      if (sent == Sent::kClientGone) consumers.client_gone(client);
+      auto frame = delivery_frame(group);
+      const std::size_t bytes = frame.size();
+      const Sent sent = try_send(envelope, std::move(frame));
+      if (sent == Sent::kYes) {
+        std::vector<std::uint64_t> seqs;
+        seqs.reserve(group.size());
+        for (const auto* d : group) seqs.push_back(d->sequence.value);
+        outbound.sent(client, group.front()->owner, std::move(seqs), bytes);
+      } else if (sent == Sent::kClientGone) {
+        if (auto conn = connections.find(client.bytes); conn != connections.end()) {
+          forget_connection(conn);
+        } else {
+          consumers.client_gone(client);
+          outbound.gone(client);
+        }
+      }
       if (sent != Sent::kYes) undelivered += group.size();
     }
     if (Status st = consumers.flush(); !st) {
@@ -1263,7 +1526,7 @@ void Server::run() {
     }
     if (im.storage_down && im.syncer.idle()) im.maybe_resume();  // never while a sync runs
     im.record_refused_connections();
-    im.prune_client_keys();
+    im.forget_silent_connections();
     // While the store refuses writes, no delivery round: a delivery needs its audit
     // record, and an attempt that cannot be sent must not count towards max_deliver.
     if (!im.storage_down) im.deliver();
@@ -1275,9 +1538,11 @@ void Server::run() {
           s.duplicates != logged.duplicates || s.storage_failures != logged.storage_failures) {
         spdlog::info(
             "published {} (+{}), duplicates {}, refused {}, storage failures {}, group commits "
-            "{}, frame errors {}, next sequence {}",
+            "{}, frame errors {}, next sequence {}, outgoing {:.1f} MiB unread, {} clients "
+            "stalled",
             s.accepted, s.accepted - logged.accepted, s.duplicates, s.refused, s.storage_failures,
-            s.batches, im.frame_errors, im.core.next_sequence().value);
+            s.batches, im.frame_errors, im.core.next_sequence().value,
+            im.outbound.total() / 1048576.0, im.stalled.size());
         logged = s;
       }
       last_stats = now;

@@ -55,6 +55,7 @@ ConsumerInfoView info_of(const protocol::ConsumerInfo& c) {
   v.dead_letters = c.dead_letters();
   v.created = c.created();
   v.paused = str(c.paused());
+  v.stalled_clients = c.stalled_clients();
   return v;
 }
 

@@ -55,6 +55,23 @@ struct Agreement {
   bool revoked = false;
 };
 
+// What one agency may hold of the broker at once, so that no agency — careless or
+// hostile — can grow the broker or slow the others (the registry's `limits = { ... }`,
+// each key optional; docs/OPERATIONS.md, "Limits").
+struct Limits {
+  // Connections that sent a request within the client timeout or hold a consumer.
+  std::uint32_t connections = 64;
+  // Durable consumers it owns.
+  std::uint32_t consumers = 200;
+  // Deliveries out and not acknowledged: the windows of all its attached clients.
+  std::uint32_t unacked = 50000;
+  // Deliveries sent that a connection has not yet shown it read (by acknowledging,
+  // NAKing or rejecting a later one): per connection, and all its connections together.
+  // A connection at its bound is stalled: it gets nothing more until it reads.
+  std::uint64_t queued_bytes_per_connection = 16ULL << 20;
+  std::uint64_t queued_bytes = 64ULL << 20;
+};
+
 struct Agency {
   std::string name;
   std::string public_key;  // Z85
@@ -69,6 +86,7 @@ struct Agency {
   // The payload fields the agency may receive; the broker removes the others from
   // every event it delivers or replays to it. Default: every field.
   schemas::FieldProfile fields;
+  Limits limits;
 
   // Why the agency may not exchange data at `now` (its agreement is not yet valid,
   // has expired or was revoked), or nullopt when it may.

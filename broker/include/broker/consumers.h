@@ -92,6 +92,7 @@ struct ConsumerStatus {
   std::uint64_t dead_letters = 0;
   bool created = false;
   std::string paused;  // why it gets no deliveries now (set_paused); empty: it does
+  std::uint32_t stalled_clients = 0;  // attached clients set_can_send holds back now
 };
 
 // One event to send to one client.
@@ -168,8 +169,21 @@ class Consumers {
   // subscribes again on its new connection (client::Consumer does).
   void client_gone(const ClientId& client);
 
+  TimeMs client_timeout_ms() const;
+
   // Whether the client is attached to any consumer now.
   bool attached(const ClientId& client) const;
+  // How many consumers `owner` has, and the windows of all its attached clients.
+  std::size_t owned(std::string_view owner) const;
+  std::uint64_t windows(std::string_view owner) const;
+  // The window `client` has on `owner`'s consumer `name` now (0: not attached).
+  std::uint32_t window_of(const ClientId& client, std::string_view owner,
+                          std::string_view name) const;
+
+  // Clients for which `can_send` is false get no deliveries (none counted against their
+  // windows either) until it is true again: a client that has not read what it was sent
+  // (the server's outgoing bounds). Unset: every client may. Asked on every pump.
+  void set_can_send(std::function<bool(const ClientId&)> can_send);
 
   // ---- operator commands ----
   std::vector<ConsumerStatus> list() const;

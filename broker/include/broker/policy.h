@@ -98,6 +98,11 @@ class Policy {
   // (then it receives nothing). In development mode a profile that keeps everything.
   const schemas::FieldProfile* profile(std::string_view agency) const;
 
+  // The agency's limits (agencies.h); nullptr when none apply: development mode (the
+  // broker-wide outgoing bound still does), or an agency not in the registry (which
+  // may do nothing anyway).
+  const Limits* limits(std::string_view agency) const;
+
   // ---- operating ----
   // Manage consumers of other agencies, dead letters, the registry, the audit chain.
   // Rule "operate".

@@ -53,6 +53,10 @@ struct ServerOptions {
   // refuse every write until it is resumed.) 0 or an empty data_dir: no check.
   std::string data_dir;
   std::uint64_t disk_reserve_bytes = 64 << 20;
+  // Deliveries sent to clients that they have not yet shown they read (acknowledged,
+  // NAKed or rejected a later one), all clients together: past this no client gets
+  // more until some confirm. Per agency and per connection: Limits (agencies.h).
+  std::uint64_t max_outgoing_bytes = 256ULL << 20;
 };
 
 class Server {

@@ -69,6 +69,7 @@ struct ConsumerInfoView {
   std::uint64_t dead_letters = 0;
   bool created = false;
   std::string paused;  // why nothing is delivered now; empty while it delivers
+  std::uint32_t stalled_clients = 0;  // attached clients held back until they read
 };
 
 struct RangePageView {
