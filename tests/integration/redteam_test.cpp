@@ -1,0 +1,887 @@
+// Red-team attacks on the authority guarantees of docs/SECURITY.md, against a real
+// broker with CURVE. Each case states the behaviour the broker must have; each failed
+// on the code it was written against (branch `redteam`). The helpers are those of
+// authority_test.cpp (copied: they live in its anonymous namespace).
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <csignal>
+#include <fstream>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <sstream>
+#include <thread>
+
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <zmq.hpp>
+#include <zmq_addon.hpp>
+
+#include "audit_chain.h"
+#include "broker_process.h"
+#include "test_events.h"
+#include <broker/audit.h>
+#include <client/admin.h>
+#include <client/consumer.h>
+#include <client/curve.h>
+#include <client/publisher.h>
+#include <common/keys.h>
+#include <schemas/log_generated.h>
+
+using namespace kolabus;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr TimeMs kDay = 24LL * 3600 * 1000;
+
+// Real codes of data/wilayah: two kelurahan of Medan Kota and Gambir, Jakarta Pusat.
+const std::string kPasarBaru = "1271011001";
+const std::string kPusatPasar = "1271011002";
+const std::string kGambir = "3171011001";
+
+// The people in test_events.h's events.
+const std::string kMotherNik = "1271015203950001";    // make_birth
+const std::string kKkNumber = "1271012002200001";     // make_birth
+const std::string kDeceasedNik = "1271011505500003";  // make_death
+
+// The agencies of the bus.
+const std::string kRegistry = "disdukcapil-medan";  // the registry of record for Medan
+const std::string kHospital = "rsud-pirngadi";      // reports births in Medan
+const std::string kJakarta = "disdukcapil-jakpus";  // the registry of Jakarta Pusat
+const std::string kProvince = "disdukcapil-sumut";  // may correct Medan's births only
+const std::string kKelurahan = "kel-pasar-baru";    // receives its village's events
+const std::string kNoc = "noc-diskominfo";          // operates the bus, reads nothing
+const std::string kLapsed = "inspektorat-medan";    // an operator whose agreement ran out
+
+const std::string kAll1271 = "{ kinds = [\"*\"], regions = [\"1271\"] }";
+
+KeyPair gen() {
+  auto k = client::generate_key_pair();
+  REQUIRE(k.has_value());
+  return *k;
+}
+
+bool contains(std::string_view hay, std::string_view needle) {
+  return hay.find(needle) != std::string_view::npos;
+}
+
+// A run of `n` consecutive ASCII digits anywhere in `s` (a NIK or KK number).
+bool has_digit_run(std::string_view s, std::size_t n = 16) {
+  std::size_t run = 0;
+  for (const char c : s) {
+    run = std::isdigit(static_cast<unsigned char>(c)) ? run + 1 : 0;
+    if (run >= n) return true;
+  }
+  return false;
+}
+
+std::string name_of(client::OutcomeKind k) {
+  switch (k) {
+    case client::OutcomeKind::kAcked:
+      return "acked";
+    case client::OutcomeKind::kDuplicate:
+      return "duplicate";
+    case client::OutcomeKind::kRefused:
+      return "refused";
+  }
+  return "?";
+}
+
+constexpr auto kNotAuthorised = static_cast<std::uint16_t>(protocol::ErrorCode::NotAuthorised);
+
+// A correction of `target` whose corrected payload is a birth in `village` (the child's
+// name spelled again), naming `regions`.
+std::vector<std::uint8_t> correct_birth(const EventId& target, const std::string& village,
+                                        const std::vector<std::string>& regions,
+                                        const std::string& reason, TimeMs when_ms) {
+  flatbuffers::FlatBufferBuilder fbb;
+  const events::Uuid target_uuid(
+      flatbuffers::span<const std::uint8_t, 16>(target.bytes.data(), 16));
+  auto b =
+      events::CreateBirthDirect(fbb, "Putri Ayu Siregar", events::Sex::Female, when_ms, "Medan",
+                                village.c_str(), kMotherNik.c_str(), nullptr, kKkNumber.c_str());
+  auto c = events::CreateCorrectionDirect(fbb, &target_uuid, reason.c_str(), false,
+                                          events::Payload::Birth, b.Union());
+  return test::detail::finish_event(fbb, events::Payload::Correction, c.Union(), regions, when_ms);
+}
+
+// A correction of make_death's death in `village`, with a cause of death.
+std::vector<std::uint8_t> correct_death(const EventId& target, const std::string& village,
+                                        const std::string& cause, const std::string& reason,
+                                        TimeMs when_ms) {
+  flatbuffers::FlatBufferBuilder fbb;
+  const events::Uuid target_uuid(
+      flatbuffers::span<const std::uint8_t, 16>(target.bytes.data(), 16));
+  auto d = events::CreateDeathDirect(fbb, kDeceasedNik.c_str(), "Budi Lubis", when_ms, "Medan",
+                                     village.c_str(), nullptr, nullptr, cause.c_str());
+  auto c = events::CreateCorrectionDirect(fbb, &target_uuid, reason.c_str(), false,
+                                          events::Payload::Death, d.Union());
+  return test::detail::finish_event(fbb, events::Payload::Correction, c.Union(), {village},
+                                    when_ms);
+}
+
+// One agency of the registry. Grants are TOML inline tables; empty: none.
+struct Member {
+  std::string name;
+  KeyPair keys;
+  std::string publish, subscribe, correct;
+  std::string fields;  // a TOML list; empty: every field
+  bool operate = false;
+  std::string valid_until;  // the agreement's last day (from 2020-01-01); empty: none
+};
+
+std::vector<Member> roster() {
+  std::vector<Member> m;
+  m.push_back({kRegistry, gen(), kAll1271, kAll1271, "", "", true, "2099-12-31"});
+  m.push_back({kHospital, gen(), "{ kinds = [\"birth\"], regions = [\"1271\"] }", "", "", "", false,
+               "2099-12-31"});
+  m.push_back({kJakarta, gen(), "{ kinds = [\"*\"], regions = [\"3171\"] }",
+               "{ kinds = [\"*\"], regions = [\"3171\"] }", "", "", false, "2099-12-31"});
+  m.push_back({kProvince, gen(), "", "", "{ kinds = [\"birth\"], regions = [\"1271\"] }", "", false,
+               "2099-12-31"});
+  m.push_back({kKelurahan, gen(), "", "{ kinds = [\"*\"], regions = [\"1271011001\"] }", "",
+               "[\"*\", \"-death.cause_of_death\"]", true, "2099-12-31"});
+  m.push_back({kNoc, gen(), "", "", "", "", true, ""});
+  m.push_back({kLapsed, gen(), "", "", "", "", true, "2021-12-31"});
+  return m;
+}
+
+// A publisher with every outcome the broker gave it.
+struct Pub {
+  struct Log {
+    std::mutex mu;
+    std::vector<client::Outcome> all;
+  };
+  std::unique_ptr<Log> log = std::make_unique<Log>();
+  std::unique_ptr<client::Publisher> p;  // destroyed first: its callback uses `log`
+
+  // Publishes `event` and waits for the broker's answer to it.
+  client::Outcome send(const std::vector<std::uint8_t>& event) {
+    REQUIRE(p->publish(event).has_value());
+    REQUIRE(p->wait_drained(20s));
+    auto o = outcome_of(test::id_of(event));
+    REQUIRE(o.has_value());
+    return *o;
+  }
+  std::optional<client::Outcome> outcome_of(const EventId& id) {
+    std::lock_guard lock(log->mu);
+    for (auto it = log->all.rbegin(); it != log->all.rend(); ++it) {
+      if (it->id == id) return *it;
+    }
+    return std::nullopt;
+  }
+};
+
+// What a consumer received, copied out of the handler.
+struct Got {
+  std::uint64_t sequence = 0;
+  EventId id;
+  events::Payload kind = events::Payload::NONE;
+  std::string event;  // the Event bytes as delivered
+  std::string source;
+};
+
+// A client::Consumer that records what it handles. Every wait is bounded.
+class Sink {
+ public:
+  explicit Sink(client::ConsumerOptions o) {
+    auto c = client::Consumer::open(std::move(o));
+    REQUIRE(c.has_value());
+    c_ = std::move(*c);
+  }
+
+  // The handler's verdict; default: acknowledge.
+  std::function<client::HandlerResult(const client::Received&)> verdict;
+  std::vector<Got> got;
+  std::string last_error;
+
+  void poll(std::chrono::milliseconds d) {
+    auto n = c_->poll(
+        [&](const client::Received& r, storage::Inbox::Txn&) {
+          got.push_back({r.sequence.value, r.id, r.event_root->payload_type(),
+                         std::string(reinterpret_cast<const char*>(r.event.data()), r.event.size()),
+                         std::string(r.source)});
+          return verdict ? verdict(r) : client::HandlerResult{};
+        },
+        d);
+    // A session refused (the key or grant was taken away) is what some cases expect.
+    if (!n) last_error = n.error().to_string();
+  }
+  // Polls for `d`, whatever arrives (to see that nothing does, or to flush acks).
+  void drain_for(std::chrono::milliseconds d) {
+    const auto end = std::chrono::steady_clock::now() + d;
+    while (std::chrono::steady_clock::now() < end) poll(100ms);
+  }
+  bool until(const std::function<bool()>& done, std::chrono::milliseconds timeout = 20s) {
+    return test::wait_until(
+        [&] {
+          poll(50ms);
+          return done();
+        },
+        timeout);
+  }
+  std::size_t count(const EventId& id) const {
+    return static_cast<std::size_t>(
+        std::count_if(got.begin(), got.end(), [&](const Got& g) { return g.id == id; }));
+  }
+  const Got* find(const EventId& id) const {
+    for (const auto& g : got)
+      if (g.id == id) return &g;
+    return nullptr;
+  }
+  client::Consumer& consumer() { return *c_; }
+
+ private:
+  std::unique_ptr<client::Consumer> c_;
+};
+
+// A consumer polled on its own thread, as a running adapter polls it: it stays
+// attached whatever the test's thread is waiting for.
+class LiveSink {
+ public:
+  explicit LiveSink(client::ConsumerOptions o) {
+    auto c = client::Consumer::open(std::move(o));
+    REQUIRE(c.has_value());
+    c_ = std::move(*c);
+    thread_ = std::thread([this] {
+      while (!stop_) {
+        auto n = c_->poll(
+            [this](const client::Received& r, storage::Inbox::Txn&) {
+              std::lock_guard lock(mu_);
+              ids_.push_back(r.id);
+              return client::HandlerResult{};
+            },
+            100ms);
+        if (!n) {
+          {
+            std::lock_guard lock(mu_);
+            last_error_ = n.error().to_string();
+          }
+          std::this_thread::sleep_for(50ms);  // refused: try again a little later
+        }
+      }
+    });
+  }
+  ~LiveSink() { stop(); }
+  LiveSink(const LiveSink&) = delete;
+  LiveSink& operator=(const LiveSink&) = delete;
+
+  void stop() {
+    if (!thread_.joinable()) return;
+    stop_ = true;
+    c_->interrupt();
+    thread_.join();
+  }
+  std::size_t count(const EventId& id) const {
+    std::lock_guard lock(mu_);
+    return static_cast<std::size_t>(std::count(ids_.begin(), ids_.end(), id));
+  }
+  std::string last_error() const {
+    std::lock_guard lock(mu_);
+    return last_error_;
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::vector<EventId> ids_;
+  std::string last_error_;
+  std::atomic<bool> stop_{false};
+  std::unique_ptr<client::Consumer> c_;
+  std::thread thread_;
+};
+
+// A CURVE broker with the agencies of roster() (or the case's own changes of them).
+struct AuthorityBus {
+  test::TempDir dir{"authority"};
+  KeyPair broker_keys = gen();
+  std::vector<Member> members = roster();
+  std::unique_ptr<test::BrokerProcess> broker;
+  int inboxes = 0;
+
+  AuthorityBus() {
+    REQUIRE(write_key_pair(dir.str(), "broker", broker_keys, false).has_value());
+    write_registry();
+    broker = std::make_unique<test::BrokerProcess>(
+        dir.str("data"), "tcp://127.0.0.1:*",
+        std::vector<std::string>{"--key", dir.str("broker.key"), "--agencies",
+                                 dir.str("agencies.toml")});
+  }
+
+  Member& member(const std::string& name) {
+    for (auto& m : members)
+      if (m.name == name) return m;
+    FAIL("no agency " << name);
+    throw std::logic_error("unreachable");
+  }
+
+  void write_registry() {
+    std::ostringstream out;
+    for (const auto& m : members) {
+      out << "[[agency]]\nname = \"" << m.name << "\"\npublic_key = \"" << m.keys.public_key
+          << "\"\n";
+      if (!m.publish.empty()) out << "publish = " << m.publish << "\n";
+      if (!m.subscribe.empty()) out << "subscribe = " << m.subscribe << "\n";
+      if (!m.correct.empty()) out << "correct = " << m.correct << "\n";
+      if (!m.fields.empty()) out << "fields = " << m.fields << "\n";
+      if (m.operate) out << "operate = true\n";
+      if (!m.valid_until.empty()) {
+        out << "agreement = { pks = \"PKS/" << m.name << "\", purpose = \"tests\", "
+            << "valid_from = 2020-01-01, valid_until = " << m.valid_until << " }\n";
+      }
+      out << "\n";
+    }
+    std::ofstream(dir.str("agencies.toml")) << out.str();
+  }
+
+  // Writes the registry and has the registry's operator load it (synchronous).
+  void reload() {
+    write_registry();
+    auto ops = admin(kRegistry);
+    auto n = ops->reload_registry();
+    REQUIRE_MESSAGE(n.has_value(), n.error().to_string());
+    CHECK(*n == members.size());
+  }
+
+  client::CurveOptions as(const std::string& name) {
+    return {broker_keys.public_key, member(name).keys};
+  }
+
+  Pub publisher(const std::string& name) {
+    client::PublisherOptions o;
+    o.endpoint = broker->endpoint();
+    o.outbox_dir = dir.str("outbox-" + name);
+    o.curve = as(name);
+    o.ack_timeout = 1000ms;
+    Pub pub;
+    auto p = client::Publisher::open(o, [log = pub.log.get()](const client::Outcome& out) {
+      std::lock_guard lock(log->mu);
+      log->all.push_back(out);
+    });
+    REQUIRE(p.has_value());
+    pub.p = std::move(*p);
+    return pub;
+  }
+
+  client::ConsumerOptions consumer(const std::string& agency, const std::string& name,
+                                   std::vector<std::string> regions) {
+    client::ConsumerOptions o;
+    o.endpoint = broker->endpoint();
+    o.inbox_dir = dir.str("inbox-" + agency + "-" + name + "-" + std::to_string(inboxes++));
+    o.name = name;
+    o.regions = std::move(regions);
+    o.curve = as(agency);
+    o.heartbeat = 200ms;
+    return o;
+  }
+
+  std::unique_ptr<client::AdminClient> admin(const std::string& name,
+                                             std::chrono::milliseconds timeout = 10s) {
+    auto a = client::AdminClient::connect(broker->endpoint(), timeout, as(name));
+    REQUIRE(a.has_value());
+    return std::move(*a);
+  }
+
+  // What the next stored event would get: unchanged when nothing was stored.
+  std::uint64_t next_sequence() {
+    auto p = admin(kRegistry)->ping();
+    REQUIRE_MESSAGE(p.has_value(), p.error().to_string());
+    return p->next_sequence;
+  }
+
+  std::string log_text() const {
+    std::ifstream in(dir.str("data") + ".log");
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+  }
+};
+
+// The lines of the broker's log that speak of a handshake.
+std::size_t handshake_lines(const std::string& log) {
+  std::size_t n = 0;
+  std::istringstream in(log);
+  std::string line;
+  while (std::getline(in, line)) {
+    std::transform(line.begin(), line.end(), line.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    if (contains(line, "handshake")) ++n;
+  }
+  return n;
+}
+
+std::vector<std::string> audit_records(client::AdminClient& admin) {
+  auto chain = test::read_audit_chain(admin, 50);
+  CHECK_FALSE(chain.problem.has_value());
+  return chain.records;
+}
+
+std::size_t count_action(const std::vector<std::string>& recs, audit::Action action) {
+  std::size_t n = 0;
+  for (const auto& b : recs) {
+    AlignedBytes unused;
+    const auto* r = broker::verified_record(b, unused);
+    REQUIRE(r != nullptr);
+    if (r->action() == action) ++n;
+  }
+  return n;
+}
+
+// The dead letters `owner`'s consumer `consumer` has, as `admin` lists them, once there
+// is at least one (or the last answer after 10 s).
+Result<std::vector<client::DeadLetterView>> dead_letters(client::AdminClient& admin,
+                                                         const std::string& consumer,
+                                                         const std::string& owner = {}) {
+  Result<std::vector<client::DeadLetterView>> r = std::vector<client::DeadLetterView>{};
+  test::wait_until(
+      [&] {
+        r = admin.dlq_list(consumer, 0, 100, owner);
+        return !r.has_value() || !r->empty();
+      },
+      10s);
+  return r;
+}
+
+// The kelurahan's consumer "kel" rejects the registry's next birth in its village with
+// `reason`. Returns the birth's sequence once the consumer has sent the Reject.
+std::uint64_t make_dead_letter(Pub& registry, Sink& kel, const std::string& reason) {
+  kel.verdict = [reason](const client::Received&) {
+    return client::HandlerResult{client::Verdict::kReject, reason, 0};
+  };
+  const auto birth = test::make_birth(kPasarBaru, SystemClock().now_ms() - kDay);
+  const auto o = registry.send(birth);
+  REQUIRE(o.kind == client::OutcomeKind::kAcked);
+  REQUIRE(kel.until([&] { return kel.consumer().stats().rejected >= 1; }));
+  kel.drain_for(200ms);  // the Reject is on its way
+  return o.sequence.value;
+}
+
+// The consumer `name` of `owner` as an operator lists it.
+std::optional<client::ConsumerInfoView> consumer_info(client::AdminClient& ops,
+                                                      const std::string& owner,
+                                                      const std::string& name) {
+  auto list = ops.list_consumers();
+  if (!list) return std::nullopt;
+  for (const auto& c : *list) {
+    if (c.owner == owner && c.name == name) return c;
+  }
+  return std::nullopt;
+}
+
+
+// ---- red-team helpers --------------------------------------------------------------
+
+const std::string kCideng = "3171011002";  // Gambir's neighbour, Jakarta Pusat
+
+// `event` with its id replaced by `id` (the Uuid struct is stored inline: found by its
+// bytes and overwritten).
+std::vector<std::uint8_t> with_id(std::vector<std::uint8_t> event, const EventId& id) {
+  const EventId old = test::id_of(event);
+  auto it = std::search(event.begin(), event.end(), old.bytes.begin(), old.bytes.end());
+  REQUIRE(it != event.end());
+  std::copy(id.bytes.begin(), id.bytes.end(), it);
+  REQUIRE(test::id_of(event) == id);
+  return event;
+}
+
+// A correction of the move `target` into a move from `origin` to `dest`.
+std::vector<std::uint8_t> correct_move(const EventId& target, const std::string& origin,
+                                       const std::string& dest, events::MoveType type,
+                                       const std::vector<std::string>& regions, TimeMs when_ms) {
+  flatbuffers::FlatBufferBuilder fbb;
+  const events::Uuid target_uuid(
+      flatbuffers::span<const std::uint8_t, 16>(target.bytes.data(), 16));
+  std::vector<flatbuffers::Offset<flatbuffers::String>> niks{fbb.CreateString("1271010101800001")};
+  auto m = events::CreateMoveDirect(fbb, &niks, "1271012002200001", origin.c_str(), dest.c_str(),
+                                    when_ms, nullptr, type);
+  auto c = events::CreateCorrectionDirect(fbb, &target_uuid, "destination misread", false,
+                                          events::Payload::Move, m.Union());
+  return test::detail::finish_event(fbb, events::Payload::Correction, c.Union(), regions,
+                                    when_ms);
+}
+
+// A DEALER with CURVE (`keys` as the client's pair) that connects and sends one frame.
+std::unique_ptr<zmq::socket_t> knock(zmq::context_t& ctx, const std::string& endpoint,
+                                     const std::optional<client::CurveOptions>& curve) {
+  auto s = std::make_unique<zmq::socket_t>(ctx, zmq::socket_type::dealer);
+  s->set(zmq::sockopt::linger, 0);
+  if (curve) client::apply_curve(*s, *curve);
+  s->connect(endpoint);
+  (void)s->send(zmq::str_buffer("hello"), zmq::send_flags::dontwait);
+  return s;
+}
+
+}  // namespace
+
+// ---- 1. A correction is a publish into the regions it names ----------------------
+
+// The correction's regions are always the target's plus the corrected payload's
+// villages, so "the grant holds the correction's regions" with the publish rule (one
+// region inside is enough) never refuses anything the target check let through: a
+// correction can put an event into any village of the country.
+TEST_CASE("Redteam: a correction may not place an event in a village outside the corrector's grant") {
+  AuthorityBus bus;
+  const TimeMs t = SystemClock().now_ms() - kDay;
+  auto registry = bus.publisher(kRegistry);
+  Sink jak(bus.consumer(kJakarta, "jak", {"3171"}));
+  const auto birth = test::make_birth(kPasarBaru, t);
+  REQUIRE(registry.send(birth).kind == client::OutcomeKind::kAcked);
+
+  // Medan's registry may not publish a birth in Gambir (Jakarta Pusat) ...
+  const auto direct = test::make_birth(kGambir, t);
+  const auto d = registry.send(direct);
+  REQUIRE(name_of(d.kind) == "refused");
+  REQUIRE(d.refusal.code == kNotAuthorised);
+
+  // ... nor, then, correct its own Medan birth into Gambir.
+  const auto own = correct_birth(test::id_of(birth), kGambir, {kPasarBaru, kGambir},
+                                 "the family lives in Gambir", t);
+  const auto o = registry.send(own);
+  CHECK_MESSAGE(name_of(o.kind) == "refused", "the owner moved its birth into Jakarta");
+
+  // The province's correct grant covers Medan's births only: not Jakarta's villages.
+  auto hospital = bus.publisher(kHospital);
+  const auto birth2 = test::make_birth(kPasarBaru, t);
+  REQUIRE(hospital.send(birth2).kind == client::OutcomeKind::kAcked);
+  auto province = bus.publisher(kProvince);
+  const auto other = correct_birth(test::id_of(birth2), kGambir, {kPasarBaru, kGambir},
+                                   "the family lives in Gambir", t);
+  const auto p = province.send(other);
+  CHECK_MESSAGE(name_of(p.kind) == "refused", "a Medan correct grant placed a birth in Jakarta");
+
+  // Jakarta's registry never hears of a birth in its village from Medan.
+  jak.drain_for(1500ms);
+  CHECK(jak.count(test::id_of(own)) == 0);
+  CHECK(jak.count(test::id_of(other)) == 0);
+}
+
+TEST_CASE("Redteam: a correct grant over one end of a move may not rewrite it into the other city") {
+  AuthorityBus bus;
+  const TimeMs t = SystemClock().now_ms() - kDay;
+  // The province may correct Medan's moves too.
+  bus.member(kProvince).correct = "{ kinds = [\"birth\", \"move\"], regions = [\"1271\"] }";
+  bus.reload();
+
+  // Jakarta's registry records a family moving from Gambir to Pasar Baru (Medan).
+  auto jakarta = bus.publisher(kJakarta);
+  const auto move =
+      test::make_move(kGambir, kPasarBaru, events::MoveType::BetweenProvinces, t);
+  REQUIRE(jakarta.send(move).kind == client::OutcomeKind::kAcked);
+
+  // The province rewrites it into a move inside Jakarta: Gambir to Cideng. Nothing of
+  // the corrected event is Medan's any more.
+  auto province = bus.publisher(kProvince);
+  const auto fix = correct_move(test::id_of(move), kGambir, kCideng,
+                                events::MoveType::WithinKecamatan, {kGambir, kPasarBaru, kCideng}, t);
+  const auto o = province.send(fix);
+  CHECK_MESSAGE(name_of(o.kind) == "refused",
+                "Medan's correct grant rewrote a move into one wholly inside Jakarta");
+}
+
+// ---- 2. Deduplication as an oracle ------------------------------------------------
+
+TEST_CASE("Redteam: an agency learns nothing of another agency's event by reusing its id") {
+  AuthorityBus bus;
+  const TimeMs t = SystemClock().now_ms() - kDay;
+  auto jakarta = bus.publisher(kJakarta);
+  const auto death = test::make_death(kGambir, t);
+  const auto stored = jakarta.send(death);
+  REQUIRE(stored.kind == client::OutcomeKind::kAcked);
+
+  // The hospital may publish births in Medan; the id it sends is Jakarta's death's.
+  auto hospital = bus.publisher(kHospital);
+  const auto probe = with_id(test::make_birth(kPasarBaru, t), test::id_of(death));
+  const auto o = hospital.send(probe);
+  CHECK_MESSAGE(name_of(o.kind) != "duplicate",
+                "the hospital was told Jakarta's death exists, at sequence " << o.sequence.value);
+  CHECK(o.sequence.value != stored.sequence.value);
+}
+
+// ---- 3. Refused handshakes: aggregated, whatever varies -------------------------
+
+TEST_CASE("Redteam: a flood of unknown keys adds a bounded number of audit records") {
+  AuthorityBus bus;
+  auto ops = bus.admin(kRegistry);
+  const std::size_t before = count_action(audit_records(*ops), audit::Action::ConnectionRefused);
+
+  // 30 connections from one address, each with a fresh key pair nobody registered.
+  constexpr int kKeys = 30;
+  zmq::context_t ctx;
+  std::vector<std::unique_ptr<zmq::socket_t>> sockets;
+  for (int i = 0; i < kKeys; ++i) {
+    sockets.push_back(knock(ctx, bus.broker->endpoint(),
+                            client::CurveOptions{bus.broker_keys.public_key, gen()}));
+  }
+  std::size_t added = 0;
+  test::wait_until(
+      [&] {
+        added = count_action(audit_records(*ops), audit::Action::ConnectionRefused) - before;
+        return added >= static_cast<std::size_t>(kKeys);
+      },
+      5s);
+  // The first at once, the rest of the minute as one record with their count.
+  CHECK_MESSAGE(added <= 2, added << " ConnectionRefused records for " << kKeys
+                                  << " attempts within a second from one address");
+}
+
+// ---- 4. Free text -------------------------------------------------------------------
+
+// A consumer's Reject reason is free text about the person like a correction's reason:
+// an operator whose profile withholds a cause of death must not read one in it.
+TEST_CASE("Redteam: a dead letter's reason follows the reader's field profile") {
+  AuthorityBus bus;
+  const TimeMs t = SystemClock().now_ms() - kDay;
+  auto registry = bus.publisher(kRegistry);
+  Sink reg(bus.consumer(kRegistry, "reg", {"1271"}));
+  reg.verdict = [](const client::Received&) {
+    return client::HandlerResult{client::Verdict::kReject,
+                                 "cause of death tuberculosis is not coded in ICD-10 here", 0};
+  };
+  const auto death = test::make_death(kPasarBaru, t);
+  REQUIRE(registry.send(death).kind == client::OutcomeKind::kAcked);
+  REQUIRE(reg.until([&] { return reg.consumer().stats().rejected >= 1; }));
+  reg.drain_for(200ms);
+
+  // The kelurahan operates the bus and may receive Pasar Baru's events, but never a
+  // cause of death (its profile: "*", "-death.cause_of_death").
+  auto kel = bus.admin(kKelurahan);
+  auto r = dead_letters(*kel, "reg", kRegistry);
+  REQUIRE_MESSAGE(r.has_value(), r.error().to_string());
+  REQUIRE(r->size() == 1);
+  CHECK_FALSE(contains(r->front().record, "tuberculosis"));
+  CHECK_MESSAGE(!contains(r->front().reason, "tuberculosis"), r->front().reason);
+}
+
+TEST_CASE("Redteam: a NIK written with double spaces, a no-break space or spaced dashes is withheld") {
+  AuthorityBus bus;
+  auto registry = bus.publisher(kRegistry);
+  Sink kel(bus.consumer(kKelurahan, "kel", {kPasarBaru}));
+  // Three spellings of one NIK, as people copy it from forms and spreadsheets.
+  const std::string reason =
+      "a 1271  0112  3456  0001 b 1271\xC2\xA0"
+      "0112\xC2\xA0"
+      "3456\xC2\xA0"
+      "0001 c 1271 - 0112 - 3456 - 0001";
+  make_dead_letter(registry, kel, reason);
+  auto own = bus.admin(kKelurahan);
+  auto r = dead_letters(*own, "kel");
+  REQUIRE_MESSAGE(r.has_value(), r.error().to_string());
+  REQUIRE(r->size() == 1);
+  const std::string& got = r->front().reason;
+  // The NIK's middle digits stand for it: none of them may remain.
+  CHECK_MESSAGE(!contains(got, "3456"), got);
+}
+
+// ---- 5. Operating is not reading: the person query ----------------------------------
+
+// An operator with an agreement but no receive grant over Jakarta asks about a NIK it
+// picked: the answer must not tell it that the person has a death in Jakarta's log.
+TEST_CASE("Redteam: a person query does not reveal events outside the operator's receive grant") {
+  AuthorityBus bus;
+  const TimeMs t = SystemClock().now_ms() - kDay;
+  auto jakarta = bus.publisher(kJakarta);
+  Sink jak(bus.consumer(kJakarta, "jak", {"3171"}));
+  const auto death = test::make_death(kGambir, t);
+  const auto stored = jakarta.send(death);
+  REQUIRE(stored.kind == client::OutcomeKind::kAcked);
+  REQUIRE(jak.until([&] { return jak.count(test::id_of(death)) == 1; }));
+
+  auto kel = bus.admin(kKelurahan);  // operate, agreement, receives Pasar Baru only
+  auto who = kel->audit_person(kDeceasedNik, 1, 100000, {});
+  REQUIRE_MESSAGE(who.has_value(), who.error().to_string());
+  for (const auto& h : who->hits) {
+    CHECK_MESSAGE(h.sequence != stored.sequence.value,
+                  "hit on Jakarta's death: action " << int(h.action) << " by " << h.agency
+                                                    << ", kind " << int(h.kind));
+  }
+}
+
+// ---- 6. Development mode only on loopback ----------------------------------------
+
+// ZeroMQ resolves an address with getaddrinfo, which reads a leading 0 as octal:
+// "0127.0.0.1" is 87.0.0.1 (a public address block), yet reads as 127 to "%d".
+TEST_CASE("Redteam: development mode refuses an octal address that is not loopback") {
+  test::TempDir dir("redteam-dev");
+  const std::string endpoint = "tcp://0127.0.0.1:0";
+  const std::string out_file = dir.str("stdout"), err_file = dir.str("stderr");
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    std::vector<std::string> args{KOLABUS_BROKER_BIN, "--dev",         "--endpoint",  endpoint,
+                                  "--data-dir",       dir.str("data"), "--log-level", "info"};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    const int out = ::open(out_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    const int err = ::open(err_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (out >= 0) ::dup2(out, 1);
+    if (err >= 0) ::dup2(err, 2);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  int status = 0;
+  const bool exited = test::wait_until([&] { return ::waitpid(pid, &status, WNOHANG) == pid; }, 5s);
+  if (!exited) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, &status, 0);
+  }
+  auto slurp = [](const std::string& path) {
+    std::ifstream in(path);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+  };
+  const std::string said = slurp(out_file) + slurp(err_file);
+  REQUIRE(exited);
+  // Refused by the loopback check (a configuration error), not by a failed bind.
+  CHECK_MESSAGE(contains(said, "--dev is refused"), said);
+}
+
+// ---- 7. A revoked connection's holdings ---------------------------------------------
+
+namespace {
+
+// A consumer client speaking the wire protocol itself (docs/PROTOCOL.md): it subscribes,
+// takes deliveries and never acknowledges them.
+class RawHolder {
+ public:
+  RawHolder(const std::string& endpoint, const client::CurveOptions& curve)
+      : socket_(ctx_, zmq::socket_type::dealer) {
+    socket_.set(zmq::sockopt::linger, 0);
+    client::apply_curve(socket_, curve);
+    socket_.connect(endpoint);
+  }
+  void subscribe(const std::string& name, const std::string& region, std::uint32_t ack_wait_ms) {
+    flatbuffers::FlatBufferBuilder fbb;
+    auto filter = protocol::CreateFilter(fbb, 0, fbb.CreateVectorOfStrings({region}));
+    auto cfg = protocol::CreateConsumerConfig(fbb, fbb.CreateString(name), filter,
+                                              protocol::StartPolicy::Latest, 0, 0, ack_wait_ms, 5);
+    send(fbb, protocol::Command::Subscribe, protocol::CreateSubscribe(fbb, cfg, 10, 0).Union());
+  }
+  void ping() {
+    flatbuffers::FlatBufferBuilder fbb;
+    send(fbb, protocol::Command::Ping, protocol::CreatePing(fbb).Union());
+  }
+  // Reads what has arrived; returns the reply types seen.
+  std::vector<protocol::Reply> read(std::chrono::milliseconds wait) {
+    std::vector<protocol::Reply> out;
+    zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
+    const auto end = std::chrono::steady_clock::now() + wait;
+    while (std::chrono::steady_clock::now() < end) {
+      zmq::poll(&item, 1, std::chrono::milliseconds(50));
+      if (!(item.revents & ZMQ_POLLIN)) continue;
+      std::vector<zmq::message_t> parts;
+      if (!zmq::recv_multipart(socket_, std::back_inserter(parts), zmq::recv_flags::dontwait))
+        continue;
+      const auto body = parts.back().to_string();
+      flatbuffers::Verifier v(reinterpret_cast<const std::uint8_t*>(body.data()), body.size());
+      if (!v.VerifyBuffer<protocol::Response>(nullptr)) continue;
+      out.push_back(flatbuffers::GetRoot<protocol::Response>(body.data())->reply_type());
+    }
+    return out;
+  }
+
+ private:
+  void send(flatbuffers::FlatBufferBuilder& fbb, protocol::Command type,
+            flatbuffers::Offset<void> cmd) {
+    fbb.Finish(protocol::CreateRequest(fbb, 1, ++corr_, type, cmd));
+    zmq::message_t m(fbb.GetBufferPointer(), fbb.GetSize());
+    (void)socket_.send(m, zmq::send_flags::dontwait);
+  }
+  zmq::context_t ctx_{1};
+  zmq::socket_t socket_;
+  std::uint64_t corr_ = 0;
+};
+
+}  // namespace
+
+// docs/SECURITY.md: a connection whose key is replaced is refused every request, "deliveries
+// stop and what it held goes to the consumer's other clients", within a second of the
+// reload. A revoked connection that still holds an unacknowledged event and keeps talking
+// (every request refused) must not keep that event from the consumer's new client.
+TEST_CASE("Redteam: a revoked connection's unacknowledged events go to the consumer's other client") {
+  AuthorityBus bus;
+  const TimeMs t = SystemClock().now_ms() - kDay;
+  auto registry = bus.publisher(kRegistry);
+  RawHolder old(bus.broker->endpoint(), bus.as(kKelurahan));
+  old.subscribe("kel", kPasarBaru, 60000);
+  {
+    auto r = old.read(1000ms);
+    REQUIRE(std::count(r.begin(), r.end(), protocol::Reply::Subscribed) == 1);
+  }
+  const auto e1 = test::make_birth(kPasarBaru, t);
+  REQUIRE(registry.send(e1).kind == client::OutcomeKind::kAcked);
+  bool held = false;
+  test::wait_until(
+      [&] {
+        auto r = old.read(100ms);
+        held = held || std::count(r.begin(), r.end(), protocol::Reply::Delivery) +
+                               std::count(r.begin(), r.end(), protocol::Reply::DeliveryBatch) >
+                           0;
+        return held;
+      },
+      10s);
+  REQUIRE(held);
+
+  // The key leaked: replaced. The old connection keeps sending (refused) requests.
+  bus.member(kKelurahan).keys = gen();
+  bus.reload();
+  LiveSink fresh(bus.consumer(kKelurahan, "kel", {kPasarBaru}));
+  const bool moved = test::wait_until(
+      [&] {
+        old.ping();
+        (void)old.read(200ms);
+        return fresh.count(test::id_of(e1)) >= 1;
+      },
+      8s);
+  // The new client itself is served: a new event reaches it (the broker then tries the
+  // old connection too, finds it revoked, and lets go of what it held).
+  const auto e2 = test::make_birth(kPasarBaru, t);
+  REQUIRE(registry.send(e2).kind == client::OutcomeKind::kAcked);
+  CHECK(test::wait_until([&] { return fresh.count(test::id_of(e2)) >= 1; }, 10s));
+  fresh.stop();
+  CHECK_MESSAGE(moved, "the event stays with the revoked connection until its ack_wait (60 s) "
+                           "ends: " << fresh.last_error());
+}
+
+// ---- 8. Who published an event --------------------------------------------------
+
+// An agency is its key (broker/include/broker/agencies.h), but the log remembers a
+// publisher by name: renaming an agency and giving its old name to another key hands
+// the newcomer authority over every event the old agency published.
+TEST_CASE("Redteam: an agency's events stay its own when its old name goes to another key") {
+  AuthorityBus bus;
+  const TimeMs t = SystemClock().now_ms() - kDay;
+  std::vector<std::uint8_t> birth = test::make_birth(kPasarBaru, t);
+  {
+    auto hospital = bus.publisher(kHospital);
+    REQUIRE(hospital.send(birth).kind == client::OutcomeKind::kAcked);
+  }
+  // The hospital is renamed (same key); a clinic that registers later gets the old name.
+  bus.member(kHospital).name = "rsud-pirngadi-kota";
+  bus.members.push_back({kHospital, gen(), "{ kinds = [\"birth\"], regions = [\"1271\"] }", "",
+                         "", "", false, "2099-12-31"});
+  bus.reload();
+
+  client::PublisherOptions o;
+  o.endpoint = bus.broker->endpoint();
+  o.outbox_dir = bus.dir.str("outbox-newcomer");
+  o.curve = client::CurveOptions{bus.broker_keys.public_key, bus.members.back().keys};
+  o.ack_timeout = 1000ms;
+  Pub newcomer;
+  auto p = client::Publisher::open(o, [log = newcomer.log.get()](const client::Outcome& out) {
+    std::lock_guard lock(log->mu);
+    log->all.push_back(out);
+  });
+  REQUIRE(p.has_value());
+  newcomer.p = std::move(*p);
+
+  const auto void_ev = test::make_void(test::id_of(birth), {kPasarBaru}, t);
+  const auto v = newcomer.send(void_ev);
+  CHECK_MESSAGE(name_of(v.kind) == "refused", "another key voided the hospital's birth");
+}
