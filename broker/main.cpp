@@ -5,6 +5,7 @@
 #include <fstream>
 #include <optional>
 #include <string_view>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
@@ -40,12 +41,26 @@ bool loopback_host(std::string_view hostport) {
   if (colon == std::string_view::npos) return false;
   const std::string_view host = hostport.substr(0, colon);
   if (host == "localhost" || host == "[::1]") return true;
-  int a = 0, b = 0, c = 0, d = 0;
-  char tail = 0;
-  const std::string h(host);
-  if (std::sscanf(h.c_str(), "%d.%d.%d.%d%c", &a, &b, &c, &d, &tail) != 4) return false;
-  return a == 127 && b >= 0 && b < 256 && c >= 0 && c < 256 && d >= 0 && d < 256 &&
-         h.find_first_not_of("0123456789.") == std::string::npos;
+  // Four decimal octets, the first 127, none with a leading zero: a resolver reads
+  // "0127.0.0.1" as octal (87.0.0.1), and "127.1" as 127.0.0.1 only by convention.
+  std::vector<std::string_view> octets;
+  for (std::size_t start = 0;;) {
+    const auto dot = host.find('.', start);
+    octets.push_back(host.substr(start, dot == std::string_view::npos ? dot : dot - start));
+    if (dot == std::string_view::npos) break;
+    start = dot + 1;
+  }
+  if (octets.size() != 4) return false;
+  for (std::size_t k = 0; k < 4; ++k) {
+    const std::string_view o = octets[k];
+    if (o.empty() || o.size() > 3 || (o.size() > 1 && o[0] == '0') ||
+        o.find_first_not_of("0123456789") != std::string_view::npos) {
+      return false;
+    }
+    if (std::stoi(std::string(o)) > 255) return false;
+    if (k == 0 && o != "127") return false;
+  }
+  return true;
 }
 
 bool loopback_only(const std::string& endpoint) {

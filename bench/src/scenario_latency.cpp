@@ -258,8 +258,8 @@ Table run_isolation(BenchContext& ctx) {
   t.notes.push_back(
       "kolabus only, development mode (one agency: the per-connection bound of 16 MiB unread "
       "applies); alternating rounds on fresh brokers, each figure the median of " +
-      std::to_string(rounds) + " rounds; latency as in the latency scenario, " +
-      std::to_string(n) + " events per round; memory: VmRSS after start, VmHWM after the round");
+      std::to_string(rounds) + " rounds; latency as in the latency scenario, " + std::to_string(n) +
+      " events per round; memory: VmRSS after start, VmHWM after the round");
   return t;
 }
 

@@ -69,10 +69,10 @@ using EventHandler = std::function<void(std::uint64_t index)>;
 
 struct SubscribeOptions {
   std::string name = "bench";
-  std::vector<std::string> regions;  // region prefixes (kolabus only); empty: everything
-  std::uint32_t window = 1000;       // unacknowledged deliveries in flight
-  std::uint32_t batch = 1;           // kolabus: deliveries per message (Subscribe.batch)
-  bool from_start = true;            // every stored event, not only new ones
+  std::vector<std::string> regions;   // region prefixes (kolabus only); empty: everything
+  std::uint32_t window = 1000;        // unacknowledged deliveries in flight
+  std::uint32_t batch = 1;            // kolabus: deliveries per message (Subscribe.batch)
+  bool from_start = true;             // every stored event, not only new ones
   std::uint32_t ack_wait_ms = 30000;  // kolabus: redelivered after this long unacknowledged
 };
 

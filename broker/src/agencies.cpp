@@ -245,8 +245,9 @@ Result<Agencies> Agencies::parse(std::string_view toml_text, const std::string& 
     if (const toml::node* node = t->get("limits")) {
       const auto* l = node->as_table();
       if (l == nullptr) {
-        return bad("limits must be a table { connections, consumers, unacked, "
-                   "queued_mib_per_connection, queued_mib }");
+        return bad(
+            "limits must be a table { connections, consumers, unacked, "
+            "queued_mib_per_connection, queued_mib }");
       }
       for (const auto& [k, v] : *l) {
         const std::string name(k.str());

@@ -191,8 +191,7 @@ struct Commands::Impl {
           if (others + sub->window() > limits->unacked) {
             return reply_error(
                 in, {ErrorCode::LimitExceeded, "window",
-                     "window: agency '" + owner + "' may have " +
-                         std::to_string(limits->unacked) +
+                     "window: agency '" + owner + "' may have " + std::to_string(limits->unacked) +
                          " deliveries unacknowledged (limits.unacked in the agency registry); "
                          "its other clients' windows take " +
                          std::to_string(others) + ": ask for a smaller window"});
@@ -357,8 +356,14 @@ struct Commands::Impl {
           const auto& d = letters[k];
           std::optional<Minimised> m;
           if (readable[k]) m = minimise(d.record, owner);
+          // The reason is free text about the person, like a correction's: whole (scrubbed)
+          // only to a reader whose profile allows every field of the event's kind.
+          const schemas::FieldProfile* profile = policy.profile(owner);
+          const bool whole =
+              m && profile != nullptr &&
+              profile->allows_whole(static_cast<events::Payload>(routing[k] & ~kCorrectionBit));
           const std::string reason =
-              m ? schemas::scrub_free_text(d.entry.reason) : reason_kind(d.entry.reason);
+              whole ? schemas::scrub_free_text(d.entry.reason) : reason_kind(d.entry.reason);
           auto record = nested(fbb, m ? m->of(d.record) : std::string_view());
           auto regions =
               fbb.CreateVectorOfStrings(facts[k] ? facts[k]->regions : std::vector<std::string>{});
@@ -491,34 +496,53 @@ struct Commands::Impl {
     if (!st) return storage_error(in, st.error());
     flatbuffers::FlatBufferBuilder fbb(4096);
     std::vector<flatbuffers::Offset<protocol::PersonHit>> out;
-    std::map<std::uint64_t, std::pair<std::optional<events::Uuid>, std::uint8_t>> events;
+    // Operating is not reading: only the events within the asker's own receive grant
+    // (that a person has an event elsewhere, and who received it, is itself personal).
+    std::map<std::uint64_t, Summary> events;
+    auto summary = [&](std::uint64_t seq) -> const Summary& {
+      auto it = events.find(seq);
+      if (it == events.end()) it = events.emplace(seq, event_summary(seq, owner)).first;
+      return it->second;
+    };
     for (const auto& h : hits) {
-      auto it = events.find(h.sequence);
-      if (it == events.end()) it = events.emplace(h.sequence, event_summary(h.sequence)).first;
-      const auto& [id, kind] = it->second;
+      const Summary& e = summary(h.sequence);
+      if (!e.readable) continue;
       auto agency = fbb.CreateString(h.agency);
       auto consumer = fbb.CreateString(h.consumer);
       out.push_back(protocol::CreatePersonHit(fbb, h.index, h.time, h.action, agency, consumer,
-                                              h.sequence, id ? &*id : nullptr, kind));
+                                              h.sequence, e.id ? &*e.id : nullptr, e.kind));
+    }
+    std::vector<std::uint64_t> readable_sequences;
+    for (std::uint64_t seq : scan.sequences()) {
+      if (summary(seq).readable) readable_sequences.push_back(seq);
     }
     auto hits_v = fbb.CreateVector(out);
-    auto seqs = fbb.CreateVector(scan.sequences());
+    auto seqs = fbb.CreateVector(readable_sequences);
     auto body = protocol::CreateAuditPersonPage(fbb, hits_v, seqs, next, scanned < max);
     respond(in, finish(fbb, in.corr, protocol::Reply::AuditPersonPage, body));
   }
 
-  // The id and kind of the event stored under `seq` (for a person's hits).
-  std::pair<std::optional<events::Uuid>, std::uint8_t> event_summary(std::uint64_t seq) {
+  // The id and kind of the event stored under `seq` (for a person's hits), and whether
+  // `reader` may see that it exists.
+  struct Summary {
+    std::optional<events::Uuid> id;
+    std::uint8_t kind = 0;
+    bool readable = false;
+  };
+  Summary event_summary(std::uint64_t seq, std::string_view reader) {
     auto rec = core.log().read(Sequence{seq});
-    if (!rec || !rec->has_value()) return {std::nullopt, 0};
+    if (!rec || !rec->has_value()) return {};
     const auto* bytes = reinterpret_cast<const std::uint8_t*>((*rec)->data());
     flatbuffers::Verifier verifier(bytes, (*rec)->size());
-    if (!log::VerifyLogRecordBuffer(verifier)) return {std::nullopt, 0};
+    if (!log::VerifyLogRecordBuffer(verifier)) return {};
     const auto* lr = log::GetLogRecord(bytes);
     const auto* ev =
         lr->event() ? schemas::verified_event({lr->event()->data(), lr->event()->size()}) : nullptr;
-    if (ev == nullptr) return {std::nullopt, 0};
-    return {*ev->id(), static_cast<std::uint8_t>(ev->payload_type())};
+    if (ev == nullptr || ev->regions() == nullptr) return {};
+    std::vector<std::string> regions;
+    for (const auto* r : *ev->regions()) regions.emplace_back(r->string_view());
+    return {*ev->id(), static_cast<std::uint8_t>(ev->payload_type()),
+            policy.may_read_content(reader, {lr->routing_kind(), regions})};
   }
 };
 

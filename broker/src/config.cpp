@@ -75,12 +75,11 @@ Result<Config> parse_config(std::string_view toml_text, const std::string& path)
     }
   }
   if (const auto* b = section("broker")) {
-    if (auto st = check_keys(
-            *b, "broker",
-            {"endpoint", "data_dir", "max_message_bytes", "max_batch_messages", "max_batch_bytes",
-             "max_clock_skew_seconds", "dev_agency", "client_timeout_ms", "disk_reserve_bytes",
-             "max_outgoing_bytes"},
-            path);
+    if (auto st = check_keys(*b, "broker",
+                             {"endpoint", "data_dir", "max_message_bytes", "max_batch_messages",
+                              "max_batch_bytes", "max_clock_skew_seconds", "dev_agency",
+                              "client_timeout_ms", "disk_reserve_bytes", "max_outgoing_bytes"},
+                             path);
         !st) {
       return unexpected(st.error());
     }

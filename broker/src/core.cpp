@@ -210,6 +210,26 @@ std::vector<PublishOutcome> Core::publish_batch(std::span<const PublishRequest> 
       continue;
     }
     if (found->has_value()) {
+      // A resend of the agency's own event: its original sequence. Another agency's id is
+      // refused like an unauthorised publish, so that an id learnt elsewhere (as a
+      // consumer) tells the sender nothing of where it sits in the log.
+      if (agencies_ != nullptr) {
+        auto rec = log_.read(**found);
+        if (!rec) {
+          o.result = storage_unavailable(rec.error().to_string());
+          continue;
+        }
+        KOLABUS_CHECK(rec->has_value());  // the id index never points at nothing
+        const auto stored = decode_stored_event(**rec);
+        KOLABUS_CHECK(stored.has_value());
+        if (stored->source != requests[i].source) {
+          o.result = Nack{ErrorCode::NotAuthorised, "id",
+                          "id: another agency's event has this id; an agency may resend only "
+                          "its own events (give each event a new id)",
+                          false};
+          continue;
+        }
+      }
       o.result = Ack{**found, true};
       continue;
     }

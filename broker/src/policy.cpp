@@ -1,3 +1,5 @@
+#include <algorithm>
+
 #include <broker/policy.h>
 
 namespace kolabus::broker {
@@ -79,8 +81,17 @@ Decision Policy::correct(std::string_view agency, std::string_view target_owner,
   const Agency* a = find(agency);
   if (auto d = inactive(a, "publish corrections")) return d;
   if (a != nullptr) {
+    // The grant holds the target (at least one of its regions: a move out of the city is
+    // the city's), and the correction adds no region outside it: each of its regions is
+    // one of the target's or lies inside the grant. (One region inside would not do: a
+    // correction names its target's regions, so it would let any event be moved into any
+    // village of the country, or a move's other end be rewritten.)
     auto covers = [&](const Grant& g) {
-      return g.allows_event(target_kind, target_regions) && g.allows_event(target_kind, regions);
+      if (!g.allows_event(target_kind, target_regions)) return false;
+      return std::all_of(regions.begin(), regions.end(), [&](const std::string& r) {
+        return std::find(target_regions.begin(), target_regions.end(), r) != target_regions.end() ||
+               g.allows_event(target_kind, {r});
+      });
     };
     if (a->name == target_owner && a->publish && covers(*a->publish)) return std::nullopt;
     if (a->correct && covers(*a->correct)) return std::nullopt;

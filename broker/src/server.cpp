@@ -279,6 +279,27 @@ class RefusedConnections {
   Clock::time_point window_start_ = Clock::now();
 };
 
+// A name is an agency's identity: the events it published stay the name's (it may
+// correct them) across key replacements. A registry that gives a name to another key
+// while the name's old key stays registered under another name — an agency renamed and
+// its old name handed to a newcomer — would hand the newcomer the renamed agency's
+// events: refused, with the reason.
+std::optional<std::string> name_reused(const Agencies& old, const Agencies& fresh) {
+  for (const auto& a : fresh.all()) {
+    const Agency* before = old.by_name(a.name);
+    if (before == nullptr || before->public_key == a.public_key) continue;
+    if (const Agency* moved = fresh.by_key(before->public_key); moved != nullptr) {
+      return "agency '" + a.name +
+             "' would get another key while its old key stays in the "
+             "registry as agency '" +
+             moved->name +
+             "': a name is an agency's identity (the events it published stay the name's); "
+             "give the new agency a name never used before";
+    }
+  }
+  return std::nullopt;
+}
+
 // The bytes of deliveries sent to each client that it has not yet shown it read.
 // ZeroMQ delivers a connection's messages in order, so an acknowledgement (or a NAK, or a
 // reject) of an event proves that the client read every message sent to it up to the one
@@ -288,8 +309,8 @@ class RefusedConnections {
 // counted: each answers a request, at most one page (10 000 records) each.
 class Outbound {
  public:
-  void sent(const ClientId& client, const std::string& agency,
-            std::vector<std::uint64_t> sequences, std::size_t bytes) {
+  void sent(const ClientId& client, const std::string& agency, std::vector<std::uint64_t> sequences,
+            std::size_t bytes) {
     Client& c = clients_[client.bytes];
     if (c.agency.empty()) c.agency = agency;
     const std::uint64_t index = c.next_index++;
@@ -315,8 +336,8 @@ class Outbound {
     while (!c.sent.empty() && c.sent.front().index <= *upto) {
       const Message& m = c.sent.front();
       for (std::uint64_t seq : m.sequences) {
-        if (auto l = c.last_message_of.find(seq); l != c.last_message_of.end() &&
-                                                  l->second == m.index) {
+        if (auto l = c.last_message_of.find(seq);
+            l != c.last_message_of.end() && l->second == m.index) {
           c.last_message_of.erase(l);
         }
       }
@@ -554,7 +575,7 @@ struct Server::Impl {
     std::string agency;
     Clock::time_point last_seen;
   };
-  std::unordered_map<std::string, Connection> connections;  // by routing id
+  std::unordered_map<std::string, Connection> connections;           // by routing id
   std::map<std::string, std::uint32_t, std::less<>> connections_of;  // agency -> count
   Clock::time_point last_forget{};
   // Delivery bytes clients have not yet shown they read (Outbound), and those held back
@@ -810,6 +831,9 @@ struct Server::Impl {
     if (!options.dev) {
       const Agency* a = policy.identify(key);
       if (a == nullptr) {
+        // What it held goes to the consumers' other clients now, and it is not kept
+        // alive by its refused requests.
+        if (it != connections.end()) forget_connection(it);
         const Denial d = *policy.connection(key, "");
         note_refusal(revoked_connections, audit::Action::ConnectionRevoked,
                      "key " + key + " is no longer in the agency registry");
@@ -819,6 +843,7 @@ struct Server::Impl {
       agency = a->name;
     }
     const auto now = Clock::now();
+    consumers.touch(ClientId{routing_id});  // heard from, as itself
     if (it == connections.end()) {
       const Limits* limits = policy.limits(agency);
       if (limits != nullptr && connections_of[agency] >= limits->connections) {
@@ -850,6 +875,23 @@ struct Server::Impl {
   void uncount(const std::string& agency) {
     auto c = connections_of.find(agency);
     if (c != connections_of.end() && --c->second == 0) connections_of.erase(c);
+  }
+
+  // A new registry: every connection whose key is no longer its agency's is forgotten
+  // now — detached from its consumers, what it held handed to their other clients —
+  // rather than at its next request or delivery.
+  void revoke_stale_connections() {
+    if (options.dev) return;
+    for (auto it = connections.begin(); it != connections.end();) {
+      auto next = std::next(it);
+      if (policy.connection(it->second.key, it->second.agency)) {
+        note_refusal(revoked_connections, audit::Action::ConnectionRevoked,
+                     "key " + it->second.key + " is no longer agency " + it->second.agency +
+                         "'s: its deliveries stopped");
+        forget_connection(it);
+      }
+      it = next;
+    }
   }
 
   // The connection left (or its routing id was taken over): detached from its
@@ -889,8 +931,8 @@ struct Server::Impl {
   bool can_send(const ClientId& client) {
     auto it = connections.find(client.bytes);
     const std::string_view agency = it == connections.end() ? "" : it->second.agency;
-    const bool ok = outbound.may_send(client, agency, policy.limits(agency),
-                                      options.max_outgoing_bytes);
+    const bool ok =
+        outbound.may_send(client, agency, policy.limits(agency), options.max_outgoing_bytes);
     if (!ok && outbound.bytes_of(client) > 0 && stalled.insert(client.bytes).second) {
       spdlog::warn(
           "a client of agency {} is stalled: {:.1f} MiB sent to it not yet read (outgoing "
@@ -901,6 +943,8 @@ struct Server::Impl {
     }
     return ok;
   }
+
+  enum class Sent { kYes, kQueueFull, kClientGone };
 
   void send(Envelope& envelope, flatbuffers::DetachedBuffer reply) {
     (void)try_send(envelope, std::move(reply));
@@ -1025,7 +1069,6 @@ struct Server::Impl {
       return false;
     }
     Incoming in;
-    consumers.touch(ClientId{parts[0].to_string()});
     in.envelope.push_back(std::move(parts[0]));
     const std::size_t body_frames = parts.size() - 1;
     if (body_frames == 2 && parts[1].size() == 0) {
@@ -1146,6 +1189,12 @@ struct Server::Impl {
     if (!reload_handler) return unexpected(Errc::kInvalidArgument, "no registry to reload");
     auto fresh = reload_handler();
     if (!fresh) return unexpected(fresh.error());
+    if (!options.dev) {
+      if (auto why = name_reused(*policy.agencies(), **fresh)) {
+        spdlog::error("agency registry not reloaded: {}", *why);
+        return unexpected(Errc::kInvalidArgument, *why);
+      }
+    }
     const std::uint64_t n = (*fresh)->size();
     install_registry(std::move(*fresh));
     return n;
@@ -1413,6 +1462,7 @@ void Server::set_agencies(std::shared_ptr<const Agencies> agencies) {
   // registry's: open connections and attached consumers included.
   if (!impl_->options.dev) {
     impl_->policy = Policy(agencies ? agencies : std::make_shared<const Agencies>(), impl_->wall);
+    impl_->revoke_stale_connections();
   }
   if (agencies) {
     std::string names;

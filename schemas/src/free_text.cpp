@@ -7,8 +7,39 @@ namespace kolabus::schemas {
 
 namespace {
 
-bool digit(char c) { return c >= '0' && c <= '9'; }
-bool separator(char c) { return c == ' ' || c == '.' || c == '-'; }
+// The byte length of the decimal digit at `s[i]`, or 0: ASCII, and the digits people
+// paste from other scripts and forms (Arabic-Indic, extended Arabic-Indic, Devanagari,
+// full-width).
+std::size_t digit_at(std::string_view s, std::size_t i) {
+  auto at = [&](std::size_t k) { return static_cast<unsigned char>(s[i + k]); };
+  const std::size_t left = s.size() - i;
+  if (at(0) >= '0' && at(0) <= '9') return 1;
+  if (left >= 2 && at(0) == 0xD9 && at(1) >= 0xA0 && at(1) <= 0xA9) return 2;  // U+0660..9
+  if (left >= 2 && at(0) == 0xDB && at(1) >= 0xB0 && at(1) <= 0xB9) return 2;  // U+06F0..9
+  if (left >= 3 && at(0) == 0xE0 && at(1) == 0xA5 && at(2) >= 0xA6 && at(2) <= 0xAF) return 3;
+  if (left >= 3 && at(0) == 0xEF && at(1) == 0xBC && at(2) >= 0x90 && at(2) <= 0x99) return 3;
+  return 0;
+}
+
+// The byte length of a character that may stand between the digit groups of one number
+// (spaces, punctuation, no-break and other Unicode spaces, dashes), or 0.
+std::size_t separator_at(std::string_view s, std::size_t i) {
+  const auto c = static_cast<unsigned char>(s[i]);
+  if (c == ' ' || c == '\t' || c == '.' || c == '-' || c == '/' || c == '_' || c == ',' ||
+      c == ':' || c == '+' || c == '(' || c == ')' || c == '\'' || c == '"' || c == '*' ||
+      c == '#' || c == '|') {
+    return 1;
+  }
+  if (i + 1 < s.size() && c == 0xC2 && static_cast<unsigned char>(s[i + 1]) == 0xA0) return 2;
+  if (i + 2 < s.size() && c == 0xE2 && static_cast<unsigned char>(s[i + 1]) == 0x80) {
+    const auto d = static_cast<unsigned char>(s[i + 2]);
+    if (d <= 0x8F || (d >= 0x90 && d <= 0x95) || d == 0xAF) return 3;  // spaces, dashes
+  }
+  return 0;
+}
+
+// Up to this many separator characters may stand between two digit groups.
+constexpr int kMaxGap = 3;
 
 // The length of a valid UTF-8 sequence starting at `s[i]` that is not a control
 // character, or 0.
@@ -55,18 +86,25 @@ std::string scrub_free_text(std::string_view text, std::size_t max_bytes) {
   };
   std::size_t i = 0;
   while (i < text.size()) {
-    if (digit(text[i])) {
-      // A run of digits with single separators between them.
-      std::size_t end = i, digits = 0;
+    if (const std::size_t d0 = digit_at(text, i); d0 > 0) {
+      // A run of digit groups with short gaps of separators between them.
+      std::size_t end = i + d0, digits = 1;
       while (end < text.size()) {
-        if (digit(text[end])) {
+        if (const std::size_t d = digit_at(text, end); d > 0) {
           ++digits;
-          ++end;
-        } else if (separator(text[end]) && end + 1 < text.size() && digit(text[end + 1])) {
-          ++end;
-        } else {
-          break;
+          end += d;
+          continue;
         }
+        std::size_t gap = end;
+        int gap_chars = 0;
+        while (gap < text.size() && gap_chars < kMaxGap) {
+          const std::size_t sep = separator_at(text, gap);
+          if (sep == 0) break;
+          gap += sep;
+          ++gap_chars;
+        }
+        if (gap_chars == 0 || gap >= text.size() || digit_at(text, gap) == 0) break;
+        end = gap;
       }
       if (!append(digits >= 16 ? kNumberWithheld : text.substr(i, end - i))) break;
       i = end;

@@ -180,6 +180,15 @@ bool FieldProfile::allows(events::Payload kind, std::string_view field) const {
   return k != allowed_.end() && k->second.count(std::string(field)) != 0;
 }
 
+bool FieldProfile::allows_whole(events::Payload kind) const {
+  if (keeps_everything_) return true;
+  if (kind == events::Payload::Correction) return false;
+  const char* name = events::EnumNamePayload(kind);
+  if (name == nullptr || *name == '\0') return false;
+  auto w = whole_kind_.find(snake_case(name));
+  return w != whole_kind_.end() && w->second;
+}
+
 std::string FieldProfile::describe() const {
   if (keeps_everything_) return "*";
   std::string out;

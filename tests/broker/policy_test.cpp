@@ -124,9 +124,11 @@ TEST_CASE("Policy: correct, owner — the publisher corrects its own event withi
   Fixture f;
   CHECK(rule(f.policy.correct("rs-pirngadi", "rs-pirngadi", kBirth, kPasarBaru, kPusatPasar)) ==
         "");
-  // Not into a region outside its grant.
+  // Not into a region outside its grant, also when the correction names the old one too.
   CHECK(rule(f.policy.correct("rs-pirngadi", "rs-pirngadi", kBirth, kPasarBaru, kGambir)) ==
         "correct.authority");
+  CHECK(rule(f.policy.correct("rs-pirngadi", "rs-pirngadi", kBirth, kPasarBaru,
+                              {"1271011001", "3171011001"})) == "correct.authority");
 }
 
 TEST_CASE(
@@ -150,9 +152,19 @@ TEST_CASE("Policy: correct, correct grant — the registry of record corrects wi
   REQUIRE(d.has_value());
   CHECK(d->rule == "correct.authority");
   CHECK(d->message.find("3171") == std::string::npos);
-  // And a Medan birth corrected into Jakarta: the correction lies outside it.
+  // And a Medan birth corrected into Jakarta: the correction lies outside it, also when it
+  // names the target's village beside the new one.
   CHECK(rule(f.policy.correct("disdukcapil-medan", "rs-pirngadi", kBirth, kPasarBaru, kGambir)) ==
         "correct.authority");
+  CHECK(rule(f.policy.correct("disdukcapil-medan", "rs-pirngadi", kBirth, kPasarBaru,
+                              {"1271011001", "3171011001"})) == "correct.authority");
+  // A move with one end in Medan: the Medan end may be corrected, the other end kept,
+  // but not rewritten into another village outside the grant.
+  const std::vector<std::string> move{"3171011001", "1271011001"};
+  CHECK(rule(f.policy.correct("disdukcapil-medan", "disdukcapil-jakpus", kMove, move,
+                              {"3171011001", "1271011002"})) == "");
+  CHECK(rule(f.policy.correct("disdukcapil-medan", "disdukcapil-jakpus", kMove, move,
+                              {"3171011001", "3171011002"})) == "correct.authority");
   f.clock.set(kNow + 3000 * kDay);
   CHECK(rule(f.policy.correct("disdukcapil-medan", "rs-pirngadi", kBirth, kPasarBaru,
                               kPusatPasar)) == "agreement");

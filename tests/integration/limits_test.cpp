@@ -53,7 +53,7 @@ struct LimitedBus {
         << kelurahan_keys.public_key
         << "\"\nsubscribe = { kinds = [\"*\"], regions = [\"1271\"] }\n"
            "limits = { queued_mib_per_connection = 2, queued_mib = 4, consumers = 3, "
-           "connections = 3, unacked = 20000 }\n"
+           "connections = 3, unacked = 10015 }\n"
            "agreement = { pks = \"PKS/2\", purpose = \"ward register\", valid_from = "
            "2020-01-01, valid_until = 2099-12-31 }\n";
     broker = std::make_unique<test::BrokerProcess>(
@@ -66,7 +66,9 @@ struct LimitedBus {
 
 Bytes subscribe_request(const std::string& name, std::uint32_t window, std::uint32_t batch) {
   flatbuffers::FlatBufferBuilder fbb;
-  auto filter = protocol::CreateFilterDirect(fbb, nullptr, nullptr);
+  // Every kind in Medan: within the kelurahan's grant of this test.
+  const std::vector<flatbuffers::Offset<flatbuffers::String>> regions{fbb.CreateString("1271")};
+  auto filter = protocol::CreateFilterDirect(fbb, nullptr, &regions);
   auto cfg = protocol::CreateConsumerConfigDirect(fbb, name.c_str(), filter,
                                                   protocol::StartPolicy::Earliest, 0, 0, 100, 1000);
   fbb.Finish(protocol::CreateRequest(fbb, 1, 1, protocol::Command::Subscribe,
@@ -75,8 +77,17 @@ Bytes subscribe_request(const std::string& name, std::uint32_t window, std::uint
   return {fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize()};
 }
 
+Bytes ping_request() {
+  flatbuffers::FlatBufferBuilder fbb;
+  fbb.Finish(protocol::CreateRequest(fbb, 1, 9, protocol::Command::Ping,
+                                     protocol::CreatePing(fbb).Union()),
+             protocol::RequestIdentifier());
+  return {fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize()};
+}
+
 // A raw CURVE DEALER of the kelurahan: subscribes with a large window, batches of 1000
-// and a 100 ms ack_wait, then never reads (its receive queue is one message).
+// and a 100 ms ack_wait, then never reads (its receive queue is one message), but pings
+// twice a second so that the broker keeps it attached, as a hostile client would.
 struct NeverReads {
   zmq::context_t ctx{1};
   zmq::socket_t s{ctx, zmq::socket_type::dealer};
@@ -86,12 +97,25 @@ struct NeverReads {
     s.set(zmq::sockopt::rcvhwm, 1);
     s.set(zmq::sockopt::rcvbuf, 4096);
     s.set(zmq::sockopt::curve_serverkey, curve.server_public_key);
-    s.set(zmq::sockopt::curve_publickey, curve.keys.public_key);
-    s.set(zmq::sockopt::curve_secretkey, curve.keys.secret_key);
+    s.set(zmq::sockopt::curve_publickey, curve.client.public_key);
+    s.set(zmq::sockopt::curve_secretkey, curve.client.secret_key);
     s.connect(endpoint);
     const auto req = subscribe_request(name, 10000, 1000);
     REQUIRE(s.send(zmq::buffer(req), zmq::send_flags::none));
+    pinger = std::thread([this] {
+      const auto ping = ping_request();
+      while (!stop.load()) {
+        (void)s.send(zmq::buffer(ping), zmq::send_flags::dontwait);
+        for (int i = 0; i < 50 && !stop.load(); ++i) std::this_thread::sleep_for(10ms);
+      }
+    });
   }
+  ~NeverReads() {
+    stop.store(true);
+    pinger.join();
+  }
+  std::atomic<bool> stop{false};
+  std::thread pinger;
 };
 
 std::uint64_t rss_kb(pid_t pid) {
@@ -110,7 +134,6 @@ constexpr bool kMemoryBounds = false;  // quarantine and shadow memory say nothi
 constexpr bool kMemoryBounds = true;
 #endif
 
-
 // Sends one request on a raw CURVE DEALER and waits for its Response: the reply type,
 // or the Nack's code.
 struct RawClient {
@@ -119,8 +142,8 @@ struct RawClient {
   RawClient(const std::string& endpoint, const client::CurveOptions& curve) {
     s.set(zmq::sockopt::linger, 0);
     s.set(zmq::sockopt::curve_serverkey, curve.server_public_key);
-    s.set(zmq::sockopt::curve_publickey, curve.keys.public_key);
-    s.set(zmq::sockopt::curve_secretkey, curve.keys.secret_key);
+    s.set(zmq::sockopt::curve_publickey, curve.client.public_key);
+    s.set(zmq::sockopt::curve_secretkey, curve.client.secret_key);
     s.connect(endpoint);
   }
   std::optional<protocol::ErrorCode> nack_of(const Bytes& request) {
@@ -142,21 +165,15 @@ struct RawClient {
   }
 };
 
-Bytes ping_request() {
-  flatbuffers::FlatBufferBuilder fbb;
-  fbb.Finish(protocol::CreateRequest(fbb, 1, 9, protocol::Command::Ping,
-                                     protocol::CreatePing(fbb).Union()),
-             protocol::RequestIdentifier());
-  return {fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize()};
-}
-
 // Takes every delivery the consumer has now (or within `wait`), acknowledging each.
 std::size_t drain(client::Consumer& c, std::chrono::milliseconds wait) {
   std::size_t n = 0;
-  auto r = c.poll([&](const client::Received&, storage::Inbox::Txn&) {
-    ++n;
-    return client::HandlerResult{};
-  }, wait);
+  auto r = c.poll(
+      [&](const client::Received&, storage::Inbox::Txn&) {
+        ++n;
+        return client::HandlerResult{};
+      },
+      wait);
   REQUIRE(r.has_value());
   return n;
 }
@@ -237,9 +254,9 @@ TEST_CASE("Limits: consumers, windows and connections beyond an agency's limits 
   }
   // A fourth consumer: limits.consumers = 3.
   CHECK(kel.nack_of(subscribe_request("c3", 10, 1)) == protocol::ErrorCode::LimitExceeded);
-  // Windows: 20 of 20,000 are taken by c1 and c2; c0's own 10 is replaced, not added.
-  CHECK_FALSE(kel.nack_of(subscribe_request("c0", 19980, 1)).has_value());
-  CHECK(kel.nack_of(subscribe_request("c0", 19981, 1)) == protocol::ErrorCode::LimitExceeded);
+  // Windows: 20 of 10,015 are taken by c1 and c2; c0's own 10 is replaced, not added.
+  CHECK_FALSE(kel.nack_of(subscribe_request("c0", 9995, 1)).has_value());
+  CHECK(kel.nack_of(subscribe_request("c0", 9996, 1)) == protocol::ErrorCode::LimitExceeded);
   // Connections: this one and two more; a fourth is refused.
   RawClient second(bus.broker->endpoint(), bus.as(bus.kelurahan_keys));
   RawClient third(bus.broker->endpoint(), bus.as(bus.kelurahan_keys));

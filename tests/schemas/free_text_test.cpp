@@ -10,6 +10,25 @@ TEST_CASE("Free text: a 16-digit number is withheld, with or without separators"
         "bad NIK [number withheld] in row 7");
   CHECK(scrub_free_text("KK 1271-0145-0790-0001.") == "KK [number withheld].");
   CHECK(scrub_free_text("nik 1271 0145 0790 0001") == "nik [number withheld]");
+  // As people copy it from forms and spreadsheets.
+  CHECK(scrub_free_text("a 1271  0112  3456  0001 b") == "a [number withheld] b");
+  CHECK(scrub_free_text("1271\xC2\xA0"
+                        "0112\xC2\xA0"
+                        "3456\xC2\xA0"
+                        "0001") == "[number withheld]");
+  CHECK(scrub_free_text("c 1271 - 0112 - 3456 - 0001.") == "c [number withheld].");
+  CHECK(scrub_free_text("1271/0112/3456/0001, 1271_0112_3456_0001") == "[number withheld]");
+  CHECK(scrub_free_text("(1271) 0112-3456-0001") == "([number withheld]");
+  // Full-width digits (U+FF11 ...) and Arabic-Indic ones (U+0661 ...).
+  std::string wide, arabic;
+  for (int k = 0; k < 16; ++k) {
+    wide += "\xEF\xBC";
+    wide += static_cast<char>(0x91 + k % 9);
+    arabic += "\xD9";
+    arabic += static_cast<char>(0xA1 + k % 9);
+  }
+  CHECK(scrub_free_text("x " + wide + " y") == "x [number withheld] y");
+  CHECK(scrub_free_text(arabic) == "[number withheld]");
   CHECK(scrub_free_text("a 20-digit 12710145079000011234 one") ==
         "a 20-digit [number withheld] one");
   // Shorter numbers are dates, counts, sequences, region codes: kept.

@@ -91,7 +91,7 @@ struct ConsumerStatus {
   std::uint32_t clients = 0;
   std::uint64_t dead_letters = 0;
   bool created = false;
-  std::string paused;  // why it gets no deliveries now (set_paused); empty: it does
+  std::string paused;                 // why it gets no deliveries now (set_paused); empty: it does
   std::uint32_t stalled_clients = 0;  // attached clients set_can_send holds back now
 };
 

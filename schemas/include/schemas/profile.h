@@ -48,6 +48,11 @@ class FieldProfile {
   // are always allowed; its corrected payload follows the corrected kind's rules.
   bool allows(events::Payload kind, std::string_view field) const;
 
+  // True if every field of payload kind `kind` may be delivered: free text about an
+  // event of that kind (a correction's or a dead letter's reason) may go where this holds.
+  // False for Correction itself and for kinds this build does not know.
+  bool allows_whole(events::Payload kind) const;
+
   // "*", or the allowed fields per kind, e.g. "birth.{born_at,sex} death.{} move.*".
   std::string describe() const;
 

@@ -68,7 +68,7 @@ struct ConsumerInfoView {
   std::uint32_t clients = 0;  // attached now
   std::uint64_t dead_letters = 0;
   bool created = false;
-  std::string paused;  // why nothing is delivered now; empty while it delivers
+  std::string paused;                 // why nothing is delivered now; empty while it delivers
   std::uint32_t stalled_clients = 0;  // attached clients held back until they read
 };
 
