@@ -4,9 +4,13 @@
 Run by scripts/demo after it has installed and built everything. Starts the broker,
 a stand-in for the agencies' HTTP systems and one kolabus-adapter process per agency
 of examples/medan/, feeds the civil registry's spool with synthetic but valid events,
-shows where they arrive, stops one kelurahan's adapter, publishes more, restarts it
-and shows it catching up. Everything it starts is stopped when it ends.
+shows where they arrive (every webhook signed, a forged request refused), stops one
+kelurahan's adapter, publishes more, restarts it and shows it catching up. Everything it
+starts is stopped when it ends.
 """
+import base64
+import hashlib
+import hmac
 import json
 import os
 import shutil
@@ -15,6 +19,7 @@ import subprocess
 import sys
 import time
 import argparse
+import urllib.error
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,6 +38,10 @@ SINKS = [
     ("kec-medan-kota", "kec-medan-kota", [], ["127101"], ("ward", None)),
 ]
 SOURCES = ["disdukcapil", "rsud-pirngadi"]
+WEBHOOKS = [(s[1], s[4][1]) for s in SINKS if s[4][0] == "webhook"]  # (consumer, path)
+# Requests the demo itself sends to the receiver without kolabus's secret (step 7): each
+# must be answered 401, and only those.
+FORGED = {}
 # Agency names (as in examples/agencies.toml and each config's [agency] name).
 AGENCIES = ["disdukcapil-medan", "rsud-pirngadi", "dinkes-medan", "dinsos-medan", "kpu-medan",
             "kel-pasar-baru", "kel-pusat-pasar", "kec-medan-kota"]
@@ -140,14 +149,18 @@ def table():
     rows = []
     for agency, consumer, kinds, regions, (how, path) in SINKS:
         want = expected(kinds, regions)
+        signed_ok = True
         if how == "webhook":
             s = stats.get(path, {})
             got, extra = s.get("distinct", 0), f"{s.get('refused', 0)} retried 503s"
+            unauthorised = s.get("unauthorised", 0)
+            extra += f", {unauthorised} refused 401 (forged)" if unauthorised else ", all signed"
+            signed_ok = unauthorised == FORGED.get(path, 0)
         else:
             rep = ward_report(agency)
             got = rep["rows"]
             extra = f"{rep['foreign']} foreign"
-        ok = "ok" if got == want and "1 foreign" not in extra else "MISMATCH"
+        ok = "ok" if got == want and "1 foreign" not in extra and signed_ok else "MISMATCH"
         rows.append((agency, ",".join(kinds) or "all", ",".join(regions), want, got, extra, ok))
     head = ("office", "kinds", "regions", "in log", "received", "notes", "")
     widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
@@ -181,6 +194,14 @@ def main():
     registry = os.path.join(DEMO, "agencies.toml")  # its keys/NAME.pub paths: keys beside it
     shutil.copy(os.path.join(ROOT, "examples", "agencies.toml"), registry)
     print(f"{len(AGENCIES)} agencies + the broker, keys in {keys}")
+    # A signing secret per webhook endpoint (the configs' secret_file), which the agency's
+    # system gets too: here the stand-in receiver.
+    secrets = os.path.join(DEMO, "secrets")
+    for consumer, _ in WEBHOOKS:
+        r = run([KOLABUS, "keygen", consumer, "--webhook", "--dir", secrets])
+        if r.returncode != 0:
+            raise SystemExit(f"demo: kolabus keygen {consumer} --webhook failed: {r.stderr.strip()}")
+    print(f"{len(WEBHOOKS)} webhook signing secrets (whsec_, mode 0600), in {secrets}")
 
     say("2. Start the broker (CURVE on; RocksDB log under var/demo/broker) and a stand-in "
         "for the agencies' HTTP systems")
@@ -197,8 +218,12 @@ def main():
     env["KOLABUS_KEY"] = os.path.join(keys, "disdukcapil-medan.key")
     env["KOLABUS_SERVER_KEY"] = os.path.join(keys, "broker.pub")
     port_file = os.path.join(DEMO, "receiver.port")
+    # The receiver checks each webhook's signature with the same secret files and
+    # answers 401 to a request without a valid one.
+    signed_paths = [a for consumer, path in WEBHOOKS
+                    for a in ("--secret", f"{path}={os.path.join(secrets, consumer + '.whsec')}")]
     start("receiver", [RECEIVER, "--port-file", port_file, "--dir",
-                       os.path.join(DEMO, "receiver"), "--fail-first", "2"])
+                       os.path.join(DEMO, "receiver"), "--fail-first", "2", *signed_paths])
     wait_for("the receiver", lambda: os.path.exists(port_file))
     env["KOLABUS_RECEIVER"] = "http://127.0.0.1:" + open(port_file).read().strip()
     env["KOLABUS_DEMO"] = DEMO
@@ -241,7 +266,11 @@ def main():
           f"{r.stderr.strip()}")
     ok = ok and r.returncode != 0 and "NotAuthorised" in r.stderr
 
-    say("7. Kelurahan Pusat Pasar's adapter stops; 150 more events are published")
+    say("7. Only kolabus can deliver to an agency: every webhook request is signed "
+        "(Standard Webhooks); one signed with another secret is refused")
+    ok = forged_request() and ok
+
+    say("8. Kelurahan Pusat Pasar's adapter stops; 150 more events are published")
     stop("kel-pusat-pasar")
     gen = run([KOLABUS, "gen", "--count", "150", "--seed", "12", "--focus", "1271011002",
                "--focus-share", "0.3"])
@@ -251,13 +280,13 @@ def main():
     c = consumers()["kel-pusat-pasar"]
     print(f"kel-pusat-pasar is behind: lag {c['lag']} events, {c['clients']} clients attached")
 
-    say("8. It starts again and catches up from where it stopped")
+    say("9. It starts again and catches up from where it stopped")
     start("kel-pusat-pasar", [ADAPTER, "--config", os.path.join(MEDAN, "kel-pusat-pasar.toml")])
     wait_for("kel-pusat-pasar to catch up",
              lambda: "kel-pusat-pasar" in consumers() and settled(), 60)
     print(run([KOLABUS, "consumers"]).stdout)
 
-    say("9. The audit chain: every publish, delivery and refusal, each record hashed into "
+    say("10. The audit chain: every publish, delivery and refusal, each record hashed into "
         "the next; and a resident asks who received their data")
     r = run([KOLABUS, "audit", "verify"])
     print(r.stdout.strip().splitlines()[0] if r.stdout.strip() else r.stderr.strip())
@@ -271,13 +300,38 @@ def main():
         print(r.stdout)
         ok = ok and r.returncode == 0 and "kel-pasar-baru" in r.stdout
 
-    say("10. Summary")
+    say("11. Summary")
     ok = table() and ok
     print(run([ADAPTER, "report", "--config", os.path.join(MEDAN, "kec-medan-kota.toml"),
                "--from", "2020-01-01", "--to", "2030-12-31"]).stdout)
     print(f"demo finished in {time.time() - t0:.0f} s: {'every office got exactly its events' if ok else 'MISMATCH'}; "
           f"logs and data in {DEMO}/")
     return 0 if ok else 1
+
+
+def forged_request():
+    """Replays a delivered body to Dinkes's endpoint, signed with a secret that is not the
+    endpoint's: the receiver, like a real agency system, must answer 401."""
+    path = "/dinkes/births"
+    with open(os.path.join(DEMO, "receiver", path[1:].replace("/", "_") + ".jsonl"), "rb") as f:
+        body = f.readline().rstrip(b"\n")
+    msg_id = json.loads(body)["event"]["id"]
+    timestamp = str(int(time.time()))
+    key = os.urandom(32)
+    mac = hmac.new(key, f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
+    req = urllib.request.Request(
+        env["KOLABUS_RECEIVER"] + path, data=body, method="POST",
+        headers={"Content-Type": "application/json", "webhook-id": msg_id,
+                 "webhook-timestamp": timestamp,
+                 "webhook-signature": "v1," + base64.b64encode(mac).decode()})
+    FORGED[path] = FORGED.get(path, 0) + 1
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            status, answer = r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        status, answer = e.code, e.read().decode()
+    print(f"POST {path} (a delivered body, signed with another secret) -> {status} {answer}")
+    return status == 401
 
 
 def post_hospital_births():

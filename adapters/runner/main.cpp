@@ -307,6 +307,12 @@ int main(int argc, char** argv) {
       "kolabus-adapter: connects an agency's systems to the kolabus bus (spool directory, HTTP "
       "gateway, webhook, ward register), configured by agency.toml. See docs/ADAPTERS.md."};
   app.set_version_flag("--version", KOLABUS_VERSION);
+  app.footer(
+      "Webhook signatures (Standard Webhooks): every [[webhook]] entry needs secret_file = FILE, "
+      "the endpoint's whsec_ secret (make it with `kolabus keygen NAME --webhook`; mode 0600, "
+      "refused when group or others may read it), and takes previous_secret_file = FILE while "
+      "a secret is being rotated (requests then carry both signatures). docs/ADAPTERS.md, "
+      "\"Signatures\", has every key and how an agency verifies a request.");
   std::string config, broker, log_level = "info";
   app.add_option("-c,--config", config, "agency.toml")->check(CLI::ExistingFile);
   app.add_option("-b,--broker", broker, "broker endpoint (overrides agency.broker)");

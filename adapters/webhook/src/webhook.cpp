@@ -22,7 +22,9 @@
 
 #include <adapters/consumer_loop.h>
 #include <adapters/webhook.h>
+#include <adapters/webhook_signature.h>
 #include <client/consumer.h>
+#include <common/clock.h>
 #include <schemas/free_text.h>
 #include <schemas/json_codec.h>
 #include <schemas/regions.h>
@@ -56,6 +58,10 @@ struct WebhookConfig {
   std::uint32_t window = 4;
   std::uint32_t ack_wait_ms = 60000;
   std::vector<std::pair<std::string, std::string>> headers;
+  // Standard Webhooks signing: the current secret's file first, then the previous one's
+  // (during a rotation), and their HMAC keys in the same order. Never logged.
+  std::vector<std::string> secret_files;
+  std::vector<std::string> keys;
 };
 
 Error config_error(const std::string& key, const std::string& what) {
@@ -129,10 +135,13 @@ Status check_prefixes(const std::string& key, const std::vector<std::string>& pr
 }
 
 Result<WebhookConfig> parse_config(const toml::table& t) {
-  static const std::set<std::string> kKnown = {
-      "consumer",       "url",        "kinds",        "regions",
-      "start",          "timeout_ms", "max_attempts", "backoff_initial_ms",
-      "backoff_max_ms", "window",     "ack_wait_ms",  "headers"};
+  static const std::set<std::string> kKnown = {"consumer",       "url",
+                                               "kinds",          "regions",
+                                               "start",          "timeout_ms",
+                                               "max_attempts",   "backoff_initial_ms",
+                                               "backoff_max_ms", "window",
+                                               "ack_wait_ms",    "headers",
+                                               "secret_file",    "previous_secret_file"};
   for (const auto& [k, v] : t) {
     if (kKnown.count(std::string(k.str())) == 0) {
       return kolabus::unexpected(config_error(std::string(k.str()), "unknown key"));
@@ -235,9 +244,10 @@ Result<WebhookConfig> parse_config(const toml::table& t) {
   if (const toml::node* h = t.get("headers")) {
     const toml::table* ht = h->as_table();
     if (ht == nullptr) return kolabus::unexpected(config_error("headers", "must be a table"));
-    static const std::set<std::string> kReserved = {"content-type",       "idempotency-key",
-                                                    "x-kolabus-sequence", "x-kolabus-attempt",
-                                                    "content-length",     "host"};
+    static const std::set<std::string> kReserved = {
+        "content-type",      "idempotency-key",   "x-kolabus-sequence",
+        "x-kolabus-attempt", "content-length",    "host",
+        "webhook-id",        "webhook-timestamp", "webhook-signature"};
     for (const auto& [k, v] : *ht) {
       std::string name(k.str());
       std::string lower = name;
@@ -257,6 +267,34 @@ Result<WebhookConfig> parse_config(const toml::table& t) {
       }
       c.headers.emplace_back(std::move(name), *value);
     }
+  }
+
+  // The secrets: files, never values in the table (agency.toml is not secret), read
+  // once here so that a missing, malformed or too open file is a configuration error.
+  if (t.get("secret_file") == nullptr) {
+    return kolabus::unexpected(
+        config_error("secret_file",
+                     "required: the file of this endpoint's signing secret (make one with "
+                     "kolabus keygen " +
+                         c.consumer + " --webhook)"));
+  }
+  auto secret_file = get_string(t, "secret_file", true);
+  if (!secret_file) return kolabus::unexpected(secret_file.error());
+  if (secret_file->empty()) return kolabus::unexpected(config_error("secret_file", "is empty"));
+  auto previous = get_string(t, "previous_secret_file", false);
+  if (!previous) return kolabus::unexpected(previous.error());
+  const std::pair<const char*, std::string> files[] = {{"secret_file", *secret_file},
+                                                       {"previous_secret_file", *previous}};
+  for (const auto& [key, file] : files) {
+    if (file.empty()) continue;
+    auto k = load_webhook_secret(file);
+    if (!k) return kolabus::unexpected(config_error(key, k.error().message));
+    if (std::find(c.keys.begin(), c.keys.end(), *k) != c.keys.end()) {
+      return kolabus::unexpected(config_error(
+          key, "holds the same secret as secret_file: make a new one for the rotation"));
+    }
+    c.secret_files.push_back(file);
+    c.keys.push_back(std::move(*k));
   }
   return c;
 }
@@ -287,7 +325,8 @@ class WebhookAdapter final : public Adapter {
     for (const auto& r : config_.regions) regions += (regions.empty() ? "" : ",") + r;
     return "webhook " + config_.consumer + " -> " + config_.url + " (kinds " +
            (kinds.empty() ? "all" : kinds) + ", regions " + (regions.empty() ? "all" : regions) +
-           ")";
+           ", signed with " + std::to_string(config_.keys.size()) +
+           (config_.keys.size() == 1 ? " secret" : " secrets") + ")";
   }
 
   Status start() override {
@@ -330,6 +369,13 @@ class WebhookAdapter final : public Adapter {
     loop_.emplace("webhook " + config_.consumer, *consumer_,
                   [this](const client::Received& r, storage::Inbox::Txn&) { return handle(r); });
     loop_->start();
+    // How many secrets, and from which files: never the secrets themselves.
+    std::string files;
+    for (const auto& f : config_.secret_files) files += (files.empty() ? "" : ", ") + f;
+    spdlog::info("webhook {}: Standard Webhooks signatures with {} {} loaded ({}){}",
+                 config_.consumer, config_.keys.size(),
+                 config_.keys.size() == 1 ? "secret" : "secrets", files,
+                 config_.keys.size() > 1 ? "; rotating: each request carries both signatures" : "");
     spdlog::info("started {}", describe());
     return {};
   }
@@ -374,10 +420,18 @@ class WebhookAdapter final : public Adapter {
                                  .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     body += ",\"event\":" + *event_json + "}";
 
+    // Standard Webhooks: the event id is the message id (the same on every attempt, as
+    // Idempotency-Key), the timestamp is this attempt's, the signatures cover both and
+    // the exact body bytes.
+    const std::string id = r.id.to_string();
+    const std::int64_t now_s = clock_.now_ms() / 1000;
     httplib::Headers headers{
-        {"Idempotency-Key", r.id.to_string()},
+        {"Idempotency-Key", id},
         {"X-Kolabus-Sequence", std::to_string(r.sequence.value)},
         {"X-Kolabus-Attempt", std::to_string(r.attempt)},
+        {"webhook-id", id},
+        {"webhook-timestamp", std::to_string(now_s)},
+        {"webhook-signature", webhook_signature_header(config_.keys, id, now_s, body)},
     };
     for (const auto& [k, v] : config_.headers) headers.emplace(k, v);
 
@@ -406,6 +460,7 @@ class WebhookAdapter final : public Adapter {
   std::unique_ptr<httplib::Client> http_;
   std::optional<schemas::JsonCodec> codec_;  // used on the consumer thread only
   std::mt19937_64 rng_{std::random_device{}()};
+  SystemClock clock_;
   std::optional<ConsumerLoop> loop_;  // runs between start() and stop()
 };
 

@@ -1,169 +1,29 @@
 // The webhook sink end to end: a real broker, events from the Publisher, and an
 // httplib server on 127.0.0.1 (port chosen at run time) playing the agency's endpoint,
-// scripted to fail, refuse or hang.
+// scripted to fail, refuse or hang. Signatures: webhook_signing_test.cpp.
 #include <algorithm>
-#include <condition_variable>
-#include <functional>
 #include <map>
-#include <mutex>
 #include <set>
-#include <thread>
 
 #include <doctest/doctest.h>
-#include <httplib.h>
 #include <nlohmann/json.hpp>
 
-#include "broker_process.h"
-#include "sinks_support.h"
-#include "temp_dir.h"
-#include "test_events.h"
+#include "webhook_support.h"
 #include <adapters/webhook.h>
-#include <common/clock.h>
+#include <adapters/webhook_signature.h>
 #include <schemas/free_text.h>
-#include <schemas/regions.h>
-#include <tools/event_generator.h>
 
 using namespace kolabus;
 using namespace std::chrono_literals;
-
-namespace {
-
-struct Hit {
-  std::string key;  // Idempotency-Key
-  std::uint32_t attempt = 0;
-  std::uint64_t sequence = 0;
-  std::string api_key;
-  std::string content_type;
-  std::string body;
-  int status = 0;  // what the server answered
-  std::chrono::steady_clock::time_point at;
-};
-
-struct Reply {
-  int status = 200;
-  std::string body;
-  bool hang = false;  // wait (until the test ends, at most 5 s) before answering
-};
-
-// The agency's endpoint. `script` decides each answer from the request and how many
-// requests with the same Idempotency-Key came before it.
-class Endpoint {
- public:
-  using Script = std::function<Reply(const Hit&, std::size_t earlier_with_key)>;
-
-  explicit Endpoint(Script script) : script_(std::move(script)) {
-    server_.Post("/hook", [this](const httplib::Request& req, httplib::Response& res) {
-      Hit h;
-      h.key = req.get_header_value("Idempotency-Key");
-      h.attempt =
-          static_cast<std::uint32_t>(std::stoul("0" + req.get_header_value("X-Kolabus-Attempt")));
-      h.sequence = std::stoull("0" + req.get_header_value("X-Kolabus-Sequence"));
-      h.api_key = req.get_header_value("X-Api-Key");
-      h.content_type = req.get_header_value("Content-Type");
-      h.body = req.body;
-      h.at = std::chrono::steady_clock::now();
-      Reply r;
-      {
-        std::lock_guard lock(mu_);
-        std::size_t earlier = 0;
-        for (const auto& x : hits_) earlier += x.key == h.key ? 1 : 0;
-        r = script_(h, earlier);
-        h.status = r.hang ? 0 : r.status;
-        hits_.push_back(h);
-      }
-      if (r.hang) {
-        std::unique_lock lock(mu_);
-        cv_.wait_for(lock, 5s, [this] { return released_; });
-      }
-      res.status = r.status;
-      res.set_content(r.body, "text/plain");
-    });
-    server_.set_tcp_nodelay(true);
-    port_ = server_.bind_to_any_port("127.0.0.1");
-    REQUIRE(port_ > 0);
-    thread_ = std::thread([this] { server_.listen_after_bind(); });
-  }
-  ~Endpoint() {
-    {
-      std::lock_guard lock(mu_);
-      released_ = true;
-    }
-    cv_.notify_all();
-    server_.stop();
-    thread_.join();
-  }
-
-  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_) + "/hook"; }
-  std::vector<Hit> hits() {
-    std::lock_guard lock(mu_);
-    return hits_;
-  }
-  std::set<std::string> keys_answered(int status) {
-    std::set<std::string> out;
-    for (const auto& h : hits()) {
-      if (h.status == status) out.insert(h.key);
-    }
-    return out;
-  }
-
- private:
-  Script script_;
-  httplib::Server server_;
-  int port_ = -1;
-  std::thread thread_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool released_ = false;
-  std::vector<Hit> hits_;
-};
-
-test::Events generate(std::size_t n, std::uint64_t seed) {
-  tools::EventGenerator gen(schemas::RegionTable::embedded(),
-                            {seed, "1271", SystemClock().now_ms()});
-  test::Events out;
-  for (std::size_t i = 0; i < n; ++i) out.push_back(gen.next());
-  return out;
-}
-
-std::set<std::string> ids_of(const test::Events& evs) {
-  std::set<std::string> out;
-  for (const auto& e : evs) out.insert(test::id_of(e).to_string());
-  return out;
-}
-
-toml::table webhook_table(const std::string& consumer, const std::string& url) {
-  toml::table t;
-  t.insert("consumer", consumer);
-  t.insert("url", url);
-  t.insert("backoff_initial_ms", 50);
-  t.insert("backoff_max_ms", 1000);
-  t.insert("timeout_ms", 1000);
-  t.insert("ack_wait_ms", 9000);  // above 2 x timeout_ms x the default window of 4
-  return t;
-}
-
-adapters::AgencyContext context(const test::TempDir& dir, const test::BrokerProcess& broker) {
-  adapters::AgencyContext ctx;
-  ctx.agency = "test-agency";
-  ctx.broker = broker.endpoint();
-  ctx.data_dir = dir.str("agency");
-  return ctx;
-}
-
-std::unique_ptr<adapters::Adapter> make(const toml::table& t, const adapters::AgencyContext& ctx) {
-  auto a = adapters::make_webhook(t, ctx);
-  REQUIRE_MESSAGE(a.has_value(), (a.has_value() ? "" : a.error().message));
-  return std::move(*a);
-}
-
-std::string error_of(const toml::table& t) {
-  adapters::AgencyContext ctx{"a", "tcp://127.0.0.1:1", "/tmp/none"};
-  auto a = adapters::make_webhook(t, ctx);
-  REQUIRE_FALSE(a.has_value());
-  return a.error().message;
-}
-
-}  // namespace
+using test::context;
+using test::Endpoint;
+using test::error_of;
+using test::generate;
+using test::Hit;
+using test::ids_of;
+using test::make;
+using test::Reply;
+using test::webhook_table;
 
 TEST_CASE("Webhook: 503s are retried with growing backoff until every event is delivered") {
   test::TempDir dir("webhook");
@@ -197,6 +57,16 @@ TEST_CASE("Webhook: 503s are retried with growing backoff until every event is d
       CHECK(tries[i].status == (i < kFailures ? 503 : 200));
       CHECK(tries[i].api_key == "s3cret");
       CHECK(tries[i].content_type == "application/json");
+      // Standard Webhooks: the event id on every attempt, each attempt's own time, and
+      // a signature of both and the body.
+      CHECK(tries[i].webhook_id == key);
+      const std::int64_t ts = std::stoll("0" + tries[i].webhook_timestamp);
+      CHECK(std::llabs(ts - tries[i].received_s) <= 2);
+      auto verified =
+          adapters::verify_webhook({test::key_of(test::shared_secret_file())}, tries[i].webhook_id,
+                                   tries[i].webhook_timestamp, tries[i].webhook_signature,
+                                   tries[i].body, tries[i].received_s);
+      CHECK_MESSAGE(verified.has_value(), (verified ? "" : verified.error().message));
     }
     // Backoff 50 ms * 2^(attempt-1), jittered by 0.5..1.5: each gap is at least half
     // its nominal value, and the last (nominal 400 ms) exceeds the first (at most 75).
@@ -357,6 +227,27 @@ TEST_CASE("Webhook: the table is checked, errors name the key") {
     toml::table t = ok;
     t.insert("headers", toml::table{{"Idempotency-Key", "x"}});
     CHECK(error_of(t).find("Idempotency-Key") != std::string::npos);
+    t.insert_or_assign("headers", toml::table{{"Webhook-Signature", "v1,x"}});
+    CHECK(error_of(t).find("Webhook-Signature") != std::string::npos);
+  }
+  SUBCASE("no secret_file") {
+    toml::table t = ok;
+    t.erase("secret_file");
+    const std::string e = error_of(t);
+    CHECK(e.find("secret_file") != std::string::npos);
+    CHECK(e.find("kolabus keygen c --webhook") != std::string::npos);
+  }
+  SUBCASE("a secret_file that does not exist") {
+    toml::table t = ok;
+    t.insert_or_assign("secret_file", "/nonexistent/c.whsec");
+    const std::string e = error_of(t);
+    CHECK(e.find("secret_file") != std::string::npos);
+    CHECK(e.find("/nonexistent/c.whsec") != std::string::npos);
+  }
+  SUBCASE("the same secret as previous_secret_file") {
+    toml::table t = ok;
+    t.insert("previous_secret_file", test::shared_secret_file());
+    CHECK(error_of(t).find("previous_secret_file") != std::string::npos);
   }
   SUBCASE("bad consumer name") {
     toml::table t = ok;

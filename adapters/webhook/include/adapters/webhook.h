@@ -6,7 +6,10 @@
 // where "event" is the event in kolabus JSON form (schemas::JsonCodec::to_json), and
 // headers Content-Type: application/json, Idempotency-Key: <event id, UUID>,
 // X-Kolabus-Sequence: N, X-Kolabus-Attempt: the broker's delivery attempt (from 1),
-// plus the configured extra headers.
+// the Standard Webhooks headers webhook-id (the event id, as Idempotency-Key),
+// webhook-timestamp (this attempt's Unix seconds) and webhook-signature ("v1,<base64>"
+// per secret, space-separated; adapters/webhook_signature.h), plus the configured extra
+// headers.
 //
 // Verdicts:
 //   2xx                          -> Ack (the inbox marks the event processed);
@@ -37,6 +40,10 @@
 //   window              20: deliveries outstanding at once (1..10000)
 //   ack_wait_ms         30000; must exceed 2 x timeout_ms
 //   headers             a table of extra request headers (string values)
+//   secret_file         REQUIRED  the file of the endpoint's signing secret ("whsec_...",
+//                                 mode 0600: refused when group or others may read it)
+//   previous_secret_file          during a rotation, the file of the secret being
+//                                 replaced: requests then carry both signatures
 // State: the consumer's inbox in <data_dir>/inbox-<consumer>.
 //
 // Why timeout_ms is capped: the handler runs the request inline, and a request can take
