@@ -846,6 +846,12 @@ struct Server::Impl {
     consumers.touch(ClientId{routing_id});  // heard from, as itself
     if (it == connections.end()) {
       const Limits* limits = policy.limits(agency);
+      // ZeroMQ does not say when a connection closes: at the limit, the agency's
+      // connections idle for a second and holding no consumer are taken for closed (a
+      // command-line tool's, most often) before a new one is refused.
+      if (limits != nullptr && connections_of[agency] >= limits->connections) {
+        forget_idle(agency, now - std::chrono::seconds(1));
+      }
       if (limits != nullptr && connections_of[agency] >= limits->connections) {
         note_refusal(limit_refusals, audit::Action::Refused,
                      "agency " + agency + " is at its limit of " +
@@ -903,6 +909,21 @@ struct Server::Impl {
     stalled.erase(it->first);
     uncount(it->second.agency);
     connections.erase(it);
+  }
+
+  // Forgets `agency`'s connections not heard from since `before` and holding no consumer.
+  void forget_idle(const std::string& agency, Clock::time_point before) {
+    for (auto it = connections.begin(); it != connections.end();) {
+      const ClientId id{it->first};
+      if (it->second.agency == agency && it->second.last_seen < before && !consumers.attached(id)) {
+        outbound.dormant(id);
+        stalled.erase(it->first);
+        uncount(it->second.agency);
+        it = connections.erase(it);
+      } else {
+        ++it;
+      }
+    }
   }
 
   // Once a second: connections neither attached nor heard from within the client timeout

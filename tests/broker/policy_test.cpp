@@ -188,7 +188,8 @@ TEST_CASE(
   CHECK(f.policy.paused("gone-agency", {}, {"1271"}).has_value());
 }
 
-TEST_CASE("Policy: strip — each agency's field profile; none for an agency not in the registry") {
+TEST_CASE(
+    "Policy: strip — each agency's field profile, and none for an agency not in the registry") {
   Fixture f;
   REQUIRE(f.policy.profile("kel-pasar-baru") != nullptr);
   CHECK_FALSE(f.policy.profile("kel-pasar-baru")->allows(events::Payload::Death, "cause_of_death"));

@@ -59,7 +59,8 @@ struct Agreement {
 // hostile — can grow the broker or slow the others (the registry's `limits = { ... }`,
 // each key optional; docs/OPERATIONS.md, "Limits").
 struct Limits {
-  // Connections that sent a request within the client timeout or hold a consumer.
+  // Connections that hold a consumer or sent a request within the client timeout (at
+  // the limit, those idle for a second and holding no consumer do not count).
   std::uint32_t connections = 64;
   // Durable consumers it owns.
   std::uint32_t consumers = 200;
