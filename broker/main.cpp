@@ -9,6 +9,7 @@
 
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 
 #include <broker/agencies.h>
 #include <broker/audit.h>
@@ -17,6 +18,7 @@
 #include <broker/core.h>
 #include <broker/server.h>
 #include <common/keys.h>
+#include <common/private_files.h>
 #include <schemas/regions.h>
 #include <storage/rocksdb_broker_store.h>
 
@@ -79,16 +81,30 @@ bool loopback_only(const std::string& endpoint) {
   }
 }
 
+// Whether `path` is inside the directory `dir` (after resolving both).
+bool inside(const std::string& path, const std::string& dir) {
+  std::error_code ec;
+  const auto p = std::filesystem::weakly_canonical(path, ec);
+  if (ec) return false;
+  const auto d = std::filesystem::weakly_canonical(dir, ec);
+  if (ec) return false;
+  const auto rel = p.lexically_relative(d);
+  return !rel.empty() && *rel.begin() != "..";
+}
+
 enum Exit { kOk = 0, kUsage = 1, kConfig = 2, kStorage = 3, kNetwork = 4 };
 
 }  // namespace
 
 int main(int argc, char** argv) {
   using namespace kolabus;
+  // Everything the broker writes (the event log, the audit key, the endpoint file) is
+  // its owner's only: files 0600, directories 0700, whatever umask it was started with.
+  ::umask(077);
   CLI::App app{"kolabus-broker: durable message bus for population events"};
   std::string config_path, endpoint, data_dir, endpoint_file, log_level, regions_file, key_file,
-      agencies_file;
-  bool dev = false;
+      agencies_file, audit_key_file;
+  bool dev = false, new_audit_key = false;
   std::optional<std::uint64_t> disk_reserve;
   app.add_option("-c,--config", config_path, "broker.toml (every key optional)")
       ->check(CLI::ExistingFile);
@@ -103,6 +119,13 @@ int main(int argc, char** argv) {
   app.add_option("--key", key_file, "the broker's CURVE key pair (kolabus keygen broker)");
   app.add_option("--agencies", agencies_file,
                  "the agency registry: keys and grants (reloaded on SIGHUP)");
+  app.add_option("--audit-key", audit_key_file,
+                 "the audit chain's NIK key (security.audit_key_file; made on first start). "
+                 "Default: audit.key beside --key; in development mode, in the data directory. "
+                 "An audit.key found in the data directory is moved here");
+  app.add_flag("--new-audit-key", new_audit_key,
+               "start a new audit key although the audit chain has records: only when the old "
+               "one is lost for good (`kolabus audit person` then misses the events before)");
   app.add_option("--disk-reserve-bytes", disk_reserve,
                  "publishes are refused while less is free on the log's disk (default 64 MiB; "
                  "0: no reserve)");
@@ -131,6 +154,7 @@ int main(int argc, char** argv) {
   if (dev) config.dev = true;
   if (!key_file.empty()) config.key_file = key_file;
   if (!agencies_file.empty()) config.agencies_file = agencies_file;
+  if (!audit_key_file.empty()) config.audit_key_file = audit_key_file;
   config.server.dev = config.dev;
   if (!regions_file.empty()) config.regions_file = regions_file;
 
@@ -155,10 +179,14 @@ int main(int argc, char** argv) {
       loaded_regions ? *loaded_regions : schemas::RegionTable::embedded();
 
   std::error_code ec;
-  std::filesystem::create_directories(config.data_dir, ec);
-  if (ec) {
-    spdlog::error("cannot create data directory {}: {}", config.data_dir, ec.message());
+  // 0700: only the broker's user may enter (an older release made it 0755: narrowed).
+  auto made = make_private_dir(config.data_dir);
+  if (!made) {
+    spdlog::error("data directory: {}", made.error().message);
     return kStorage;
+  }
+  if (made->widened) {
+    spdlog::warn("{}", narrowed_text("data directory", config.data_dir, *made->widened));
   }
   auto store = storage::open_rocksdb_broker_store(config.data_dir);
   if (!store) {
@@ -209,14 +237,63 @@ int main(int argc, char** argv) {
     spdlog::error("cannot load the consumers in {}: {}", config.data_dir, st.error().to_string());
     return kStorage;
   }
-  // The audit chain's NIK key lives beside the log it protects; never in the chain.
-  const auto key_path = (std::filesystem::path(config.data_dir) / "audit.key").string();
-  auto nik_key = broker::load_or_create_nik_key(key_path);
+  // The audit chain's NIK key: never in the chain, and not in the data directory when
+  // the broker has keys (docs/OPERATIONS.md, "Keys"). Releases before kept it there: it
+  // is moved out once, the same key, so the chain's NIK hashes stay continuous.
+  const auto key_path = broker::audit_key_path(config);
+  const auto old_key_path = (std::filesystem::path(config.data_dir) / "audit.key").string();
+  const std::uint64_t chain_records = store->log->audit().head().index;
+  auto nik_key = broker::open_nik_key(key_path, old_key_path, chain_records == 0 || new_audit_key);
   if (!nik_key) {
-    spdlog::error("audit key: {}", nik_key.error().to_string());
-    return kStorage;
+    if (nik_key.error().code == Errc::kNotFound) {
+      spdlog::error(
+          "{}, but the audit chain in {} has {} records, whose NIK hashes were made with it. "
+          "Give its place (--audit-key or security.audit_key_file) or restore it from the "
+          "backup of the broker's keys; only if it is lost for good, --new-audit-key starts "
+          "a new one (`kolabus audit person` will not find the events recorded before)",
+          nik_key.error().message, config.data_dir, chain_records);
+      return kConfig;
+    }
+    spdlog::error("audit key: {}", nik_key.error().message);
+    return nik_key.error().code == Errc::kIoError ? kStorage : kConfig;
   }
-  broker::Audit audit(store->log->audit(), clock, *nik_key);
+  switch (nik_key->origin) {
+    case broker::NikKeyFile::Origin::kMoved:
+      spdlog::warn(
+          "audit key moved from {} to {} (the same key: the chain's NIK hashes stay "
+          "continuous); the data directory no longer holds it: back it up with the broker's "
+          "keys, not with the data",
+          old_key_path, key_path);
+      break;
+    case broker::NikKeyFile::Origin::kCreated:
+      if (chain_records > 0) {
+        spdlog::warn(
+            "audit key {} made new (--new-audit-key): the chain's {} earlier records "
+            "cannot be matched to a NIK any more",
+            key_path, chain_records);
+      }
+      break;
+    case broker::NikKeyFile::Origin::kLoaded:
+      break;
+  }
+  if (nik_key->removed_old_copy) {
+    spdlog::info("removed {}, a copy of the audit key {} left by an interrupted move", old_key_path,
+                 key_path);
+  }
+  const char* origin =
+      nik_key->origin == broker::NikKeyFile::Origin::kCreated ? "made now" : "loaded";
+  if (!inside(key_path, config.data_dir)) {
+    spdlog::info("audit key {} ({}; outside the data directory: back it up with the keys)",
+                 key_path, origin);
+  } else if (config.dev) {
+    spdlog::info("audit key {} ({}; development mode: in the data directory)", key_path, origin);
+  } else {
+    spdlog::warn(
+        "audit key {} ({}) is inside the data directory {}: a copy of the data alone then "
+        "turns the chain's NIK hashes back into NIKs; keep it beside the broker's key",
+        key_path, origin, config.data_dir);
+  }
+  broker::Audit audit(store->log->audit(), clock, nik_key->key);
   config.server.data_dir = config.data_dir;
   broker::Server server(core, consumers, config.server);
   server.set_audit(&audit);

@@ -180,6 +180,10 @@ def main():
     ADAPTER = os.path.join(args.build, "adapters", "runner", "kolabus-adapter")
     KOLABUS = os.path.join(args.build, "tools", "kolabus")
     RECEIVER = os.path.join(args.build, "tools", "kolabus-receiver")
+    # The demo's events are synthetic, but its files are made as real ones must be: its
+    # logs, the receiver's files and everything below DEMO are its user's alone (the
+    # broker and the adapters set umask 077 themselves).
+    os.umask(0o077)
     shutil.rmtree(DEMO, ignore_errors=True)
     os.makedirs(os.path.join(DEMO, "logs"))
     t0 = time.time()

@@ -11,6 +11,7 @@
 
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 #include <toml++/toml.h>
 
 #include <adapters/adapter.h>
@@ -19,6 +20,7 @@
 #include <adapters/ward.h>
 #include <adapters/webhook.h>
 #include <common/keys.h>
+#include <common/private_files.h>
 
 namespace {
 
@@ -162,11 +164,15 @@ int run(const std::string& config, const std::string& broker) {
   // which clang before 16 refuses for structured bindings.
   toml::table& root = loaded->root;
   adapters::AgencyContext& ctx = loaded->ctx;
-  std::error_code ec;
-  std::filesystem::create_directories(ctx.data_dir, ec);
-  if (ec) {
-    spdlog::error("cannot create {}: {}", ctx.data_dir, ec.message());
+  // The agency's state (outbox, inboxes, registers): 0700, narrowed if an older
+  // release left it open to others.
+  auto made = make_private_dir(ctx.data_dir);
+  if (!made) {
+    spdlog::error("data_dir: {}", made.error().message);
     return kStorage;
+  }
+  if (made->widened) {
+    spdlog::warn("{}", narrowed_text("data_dir", ctx.data_dir, *made->widened));
   }
 
   // One outbox per agency, shared by its sources.
@@ -303,6 +309,9 @@ int report(const std::string& config, const std::string& ward_name, const std::s
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Everything the adapters write (outbox, inboxes, registers, spool archives and
+  // rejects, report files) is the agency's user's only, whatever umask it started with.
+  ::umask(077);
   CLI::App app{
       "kolabus-adapter: connects an agency's systems to the kolabus bus (spool directory, HTTP "
       "gateway, webhook, ward register), configured by agency.toml. See docs/ADAPTERS.md."};

@@ -1,6 +1,8 @@
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
-#include <fstream>
+#include <cstring>
+#include <filesystem>
 #include <sstream>
 
 #include <fcntl.h>
@@ -9,6 +11,7 @@
 #include <unistd.h>
 
 #include <broker/audit.h>
+#include <common/private_files.h>
 
 namespace kolabus::broker {
 
@@ -118,29 +121,110 @@ std::string to_hex(std::span<const std::uint8_t> bytes) {
   return out;
 }
 
-Result<NikKey> load_or_create_nik_key(const std::string& path) {
+namespace {
+
+// The key of an audit key file's text: 64 hex digits, then only white space.
+Result<NikKey> parse_nik_key(const std::string& path, const std::string& text) {
   NikKey key{};
-  std::ifstream in(path);
-  if (in) {
-    std::string hex;
-    in >> hex;
-    if (!from_hex(hex, key)) {
-      return unexpected(Errc::kCorruption,
-                        path + ": not a kolabus audit key (expected 64 hex digits)");
+  std::istringstream in(text);
+  std::string hex, rest;
+  in >> hex >> rest;
+  if (!rest.empty() || !from_hex(hex, key)) {
+    return unexpected(Errc::kCorruption,
+                      path + ": not a kolabus audit key (expected 64 hex digits)");
+  }
+  return key;
+}
+
+// Reads an audit key file: std::nullopt when it does not exist.
+Result<std::optional<NikKey>> read_nik_key(const std::string& path) {
+  auto text = read_secret_file(path, "audit key file");
+  if (!text) {
+    if (text.error().code == Errc::kNotFound) return std::optional<NikKey>();
+    return unexpected(text.error());
+  }
+  auto key = parse_nik_key(path, *text);
+  if (!key) return unexpected(key.error());
+  return std::optional<NikKey>(*key);
+}
+
+Status write_nik_key(const std::string& path, const NikKey& key) {
+  const auto dir = std::filesystem::path(path).parent_path().string();
+  if (!dir.empty()) {
+    if (auto made = make_private_dir(dir, /*narrow=*/false); !made) {
+      return unexpected(made.error());
     }
-    return key;
+  }
+  if (auto st = write_file_atomically(path, to_hex(key) + "\n", kPrivateFileMode, false); !st) {
+    return st;
+  }
+  return sync_dir(dir);
+}
+
+Status remove_old_key(const std::string& old_path) {
+  if (::unlink(old_path.c_str()) != 0) {
+    const int e = errno;
+    return unexpected(Errc::kIoError, "cannot remove " + old_path + ": " + std::strerror(e));
+  }
+  return sync_dir(std::filesystem::path(old_path).parent_path().string());
+}
+
+bool same_file(const std::string& a, const std::string& b) {
+  std::error_code ec;
+  const auto ca = std::filesystem::weakly_canonical(a, ec);
+  if (ec) return a == b;
+  const auto cb = std::filesystem::weakly_canonical(b, ec);
+  if (ec) return a == b;
+  return ca == cb;
+}
+
+}  // namespace
+
+Result<NikKeyFile> open_nik_key(const std::string& path, const std::string& old_path,
+                                bool may_create) {
+  const bool has_old_place = !old_path.empty() && !same_file(path, old_path);
+  auto current = read_nik_key(path);
+  if (!current) return unexpected(current.error());
+  std::optional<NikKey> old;
+  if (has_old_place) {
+    auto o = read_nik_key(old_path);
+    if (!o) return unexpected(o.error());
+    old = *o;
+  }
+  NikKeyFile out;
+  if (*current) {
+    out.key = **current;
+    if (old) {
+      if (*old != out.key) {
+        return unexpected(Errc::kInvalidArgument,
+                          "two different audit keys: " + path + " and " + old_path +
+                              " (where earlier releases kept it); the audit chain's NIK hashes "
+                              "were made with one of them: remove the other");
+      }
+      if (auto st = remove_old_key(old_path); !st) return unexpected(st.error());
+      out.removed_old_copy = true;
+    }
+    return out;
+  }
+  if (old) {
+    // Written whole at the new place first: a crash in between leaves two identical
+    // copies, which the next start resolves above.
+    if (auto st = write_nik_key(path, *old); !st) return unexpected(st.error());
+    if (auto st = remove_old_key(old_path); !st) return unexpected(st.error());
+    out.key = *old;
+    out.origin = NikKeyFile::Origin::kMoved;
+    return out;
+  }
+  if (!may_create) {
+    return unexpected(
+        Errc::kNotFound,
+        "no audit key at " + path + (has_old_place ? " (nor at " + old_path + ")" : std::string()));
   }
   if (sodium_init() < 0) return unexpected(Errc::kInternal, "libsodium failed to initialise");
-  randombytes_buf(key.data(), key.size());
-  const std::string hex = to_hex(key) + "\n";
-  // Created with mode 0600 from the start: never readable by others, not even briefly.
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
-  if (fd < 0) return unexpected(Errc::kIoError, "cannot create " + path);
-  const bool ok =
-      ::write(fd, hex.data(), hex.size()) == static_cast<ssize_t>(hex.size()) && ::fsync(fd) == 0;
-  ::close(fd);
-  if (!ok) return unexpected(Errc::kIoError, "cannot write " + path);
-  return key;
+  randombytes_buf(out.key.data(), out.key.size());
+  if (auto st = write_nik_key(path, out.key); !st) return unexpected(st.error());
+  out.origin = NikKeyFile::Origin::kCreated;
+  return out;
 }
 
 const audit::Record* verified_record(std::string_view bytes, AlignedBytes& storage) {

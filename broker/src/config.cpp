@@ -1,3 +1,4 @@
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -121,13 +122,16 @@ Result<Config> parse_config(std::string_view toml_text, const std::string& path)
       return unexpected(st.error());
   }
   if (const auto* sec = section("security")) {
-    if (auto st = check_keys(*sec, "security", {"mode", "key_file", "agencies_file"}, path); !st) {
+    if (auto st = check_keys(*sec, "security",
+                             {"mode", "key_file", "agencies_file", "audit_key_file"}, path);
+        !st) {
       return unexpected(st.error());
     }
     std::string mode = "curve";
     for (Status st : {read_key(*sec, "security", "mode", mode, path),
                       read_key(*sec, "security", "key_file", c.key_file, path),
-                      read_key(*sec, "security", "agencies_file", c.agencies_file, path)}) {
+                      read_key(*sec, "security", "agencies_file", c.agencies_file, path),
+                      read_key(*sec, "security", "audit_key_file", c.audit_key_file, path)}) {
       if (!st) return unexpected(st.error());
     }
     if (mode != "curve" && mode != "dev") {
@@ -139,6 +143,14 @@ Result<Config> parse_config(std::string_view toml_text, const std::string& path)
     return bad(path, "broker.max_message_bytes must be at most 64 MiB");
   }
   return c;
+}
+
+std::string audit_key_path(const Config& config) {
+  if (!config.audit_key_file.empty()) return config.audit_key_file;
+  if (config.dev || config.key_file.empty()) {
+    return (std::filesystem::path(config.data_dir) / "audit.key").string();
+  }
+  return (std::filesystem::path(config.key_file).parent_path() / "audit.key").string();
 }
 
 Result<Config> load_config(const std::string& path) {

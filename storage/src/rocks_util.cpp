@@ -6,12 +6,17 @@
 #include <filesystem>
 #include <set>
 
+#include <fcntl.h>
 #include <rocksdb/cache.h>
 #include <rocksdb/convenience.h>
+#include <rocksdb/file_system.h>
 #include <rocksdb/filter_policy.h>
 #include <rocksdb/listener.h>
 #include <rocksdb/table.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <common/private_files.h>
 
 namespace kolabus::storage::detail {
 
@@ -136,6 +141,82 @@ class StderrLogger final : public rocksdb::Logger {
     std::size_t len = std::min<std::size_t>(prefix + n, sizeof line - 2);
     line[len++] = '\n';
     (void)!::write(2, line, len);  // one write: lines from threads do not interleave
+  }
+};
+
+// Every file and directory of a store is its owner's only (0600, 0700), whatever the
+// umask of the process: the client library runs inside the agencies' own programs, and
+// RocksDB's POSIX file system creates files 0644 minus the umask. Each file is created
+// here, mode 0600, just before RocksDB opens it (RocksDB's open then finds it and keeps
+// its mode), so that it is never open to others, not even for an instant; a directory
+// is set to 0700 once made. A wrapper for our databases only: the process-wide
+// Env::SetAllowNonOwnerAccess(false) would change every other RocksDB database in the
+// program too. The files themselves are RocksDB's, unwrapped: no cost per write.
+class PrivateFs final : public rocksdb::FileSystemWrapper {
+ public:
+  explicit PrivateFs(const std::shared_ptr<rocksdb::FileSystem>& target)
+      : rocksdb::FileSystemWrapper(target) {}
+  const char* Name() const override { return "kolabus.PrivateFs"; }
+
+  rocksdb::IOStatus NewWritableFile(const std::string& f, const rocksdb::FileOptions& o,
+                                    std::unique_ptr<rocksdb::FSWritableFile>* r,
+                                    rocksdb::IODebugContext* dbg) override {
+    make_private(f);
+    return target()->NewWritableFile(f, o, r, dbg);
+  }
+  rocksdb::IOStatus ReopenWritableFile(const std::string& f, const rocksdb::FileOptions& o,
+                                       std::unique_ptr<rocksdb::FSWritableFile>* r,
+                                       rocksdb::IODebugContext* dbg) override {
+    make_private(f);
+    return target()->ReopenWritableFile(f, o, r, dbg);
+  }
+  rocksdb::IOStatus ReuseWritableFile(const std::string& f, const std::string& old,
+                                      const rocksdb::FileOptions& o,
+                                      std::unique_ptr<rocksdb::FSWritableFile>* r,
+                                      rocksdb::IODebugContext* dbg) override {
+    // The old file is renamed to `f`: it keeps the old file's mode, narrowed after.
+    auto s = target()->ReuseWritableFile(f, old, o, r, dbg);
+    if (s.ok()) (void)narrow_file(f);
+    return s;
+  }
+  rocksdb::IOStatus NewRandomRWFile(const std::string& f, const rocksdb::FileOptions& o,
+                                    std::unique_ptr<rocksdb::FSRandomRWFile>* r,
+                                    rocksdb::IODebugContext* dbg) override {
+    make_private(f);
+    return target()->NewRandomRWFile(f, o, r, dbg);
+  }
+  rocksdb::IOStatus LockFile(const std::string& f, const rocksdb::IOOptions& o,
+                             rocksdb::FileLock** l, rocksdb::IODebugContext* dbg) override {
+    make_private(f);
+    return target()->LockFile(f, o, l, dbg);
+  }
+  rocksdb::IOStatus NewLogger(const std::string& f, const rocksdb::IOOptions& o,
+                              std::shared_ptr<rocksdb::Logger>* r,
+                              rocksdb::IODebugContext* dbg) override {
+    make_private(f);
+    return target()->NewLogger(f, o, r, dbg);
+  }
+  rocksdb::IOStatus CreateDir(const std::string& d, const rocksdb::IOOptions& o,
+                              rocksdb::IODebugContext* dbg) override {
+    auto s = target()->CreateDir(d, o, dbg);
+    if (s.ok()) ::chmod(d.c_str(), kPrivateDirMode);
+    return s;
+  }
+  rocksdb::IOStatus CreateDirIfMissing(const std::string& d, const rocksdb::IOOptions& o,
+                                       rocksdb::IODebugContext* dbg) override {
+    struct stat st {};
+    const bool existed = ::stat(d.c_str(), &st) == 0;
+    auto s = target()->CreateDirIfMissing(d, o, dbg);
+    if (s.ok() && !existed) ::chmod(d.c_str(), kPrivateDirMode);
+    return s;
+  }
+
+ private:
+  // Creates `f` mode 0600 if it is missing, narrows it if it exists open to others.
+  // A failure is left to RocksDB's own open, which meets it too and reports it.
+  static void make_private(const std::string& f) {
+    auto fd = open_private_file(f);
+    if (fd) ::close(*fd);
   }
 };
 
@@ -313,13 +394,30 @@ Result<std::unique_ptr<RocksDb>> open_rocks(const OpenSpec& spec) {
   }
 
   // RocksDB creates a missing directory itself, but logs an error first ("Error when
-  // reading ... dir NotFound"), which now reaches standard error.
-  if (!read_only) std::filesystem::create_directories(spec.dir, ec);
+  // reading ... dir NotFound"), which now reaches standard error. Ours is 0700 (and its
+  // missing parents): only its owner may enter. One that exists open to others (an
+  // older release made it 0755) is narrowed, with a warning on standard error (the
+  // client library has no logger of its own; the broker's main narrows its data
+  // directory first and logs it).
+  if (!read_only) {
+    auto made = make_private_dir(spec.dir);
+    if (!made) return unexpected(made.error().code, "open " + where + ": " + made.error().message);
+    if (made->widened) {
+      const std::string line = "kolabus: warning: " +
+                               narrowed_text(spec.store + " directory", spec.dir, *made->widened) +
+                               "\n";
+      (void)!::write(2, line.data(), line.size());
+    }
+  }
 
   auto opts = spec.db_options;
   opts.create_if_missing = !read_only;
   opts.create_missing_column_families = !read_only;
-  if (spec.env != nullptr) opts.env = spec.env.get();
+  // Every file through PrivateFs, over the file system of the Env given (a test's), or
+  // the default one.
+  std::shared_ptr<rocksdb::Env> env = rocksdb::NewCompositeEnv(std::make_shared<PrivateFs>(
+      spec.env != nullptr ? spec.env->GetFileSystem() : rocksdb::FileSystem::Default()));
+  opts.env = env.get();
   // No LOG file beside the data: on a full disk its failed writes abort the process
   // (StderrLogger). Warnings go to the process's own log instead.
   if (opts.info_log == nullptr) opts.info_log = stderr_logger();
@@ -332,15 +430,15 @@ Result<std::unique_ptr<RocksDb>> open_rocks(const OpenSpec& spec) {
     // (docs/BENCHMARKS.md, "Background work at low priority"). Not SCHED_IDLE: that
     // would let other busy processes starve the flushes, and a missing flush stops
     // every write.
-    auto* env = opts.env != nullptr ? opts.env : rocksdb::Env::Default();
     for (auto pool : {rocksdb::Env::LOW, rocksdb::Env::HIGH}) {
-      env->LowerThreadPoolCPUPriority(pool, rocksdb::CpuPriority::kLow).PermitUncheckedError();
+      opts.env->LowerThreadPoolCPUPriority(pool, rocksdb::CpuPriority::kLow).PermitUncheckedError();
     }
   }
 
   auto out = std::make_unique<RocksDb>();
   out->dir_ = spec.dir;
   out->env_ = spec.env;
+  out->private_env_ = std::move(env);
   rocksdb::Status s;
   if (read_only) {
     s = rocksdb::DB::OpenForReadOnly(opts, spec.dir, descs, &out->handles_, &out->db_);

@@ -80,9 +80,9 @@ struct OpenSpec {
   rocksdb::DBOptions db_options;
   std::vector<CfSpec> cfs;  // cfs[0] must be "default" (it holds the meta keys)
   OpenMode mode = OpenMode::kReadWrite;
-  // Null: the default Env. Otherwise the database does all its file I/O through it
-  // (tests: a file system that fails writes on demand); kept alive as long as the
-  // database.
+  // Null: the default Env. Otherwise the database does all its file I/O through its
+  // file system (tests: one that fails writes on demand); kept alive as long as the
+  // database. Either way files are created 0600 and directories 0700.
   std::shared_ptr<rocksdb::Env> env;
 };
 
@@ -145,14 +145,18 @@ class RocksDb {
   int resume_attempts_ = 0;
 
   std::shared_ptr<rocksdb::Env> env_;  // destroyed after the database is closed
+  // The Env the database uses: env_'s file system (or the default) behind PrivateFs,
+  // which makes every file 0600 and every directory 0700 (rocks_util.cpp).
+  std::shared_ptr<rocksdb::Env> private_env_;
   rocksdb::DB* db_ = nullptr;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // spec order, then foreign ones
   std::string dir_;
 };
 
-// Opens the database: lists the existing column families first (RocksDB refuses an open
-// that omits one), creates missing ones (read-write), then checks the meta keys in
-// `default`: the store kind must match and the format version must not be newer. A new
+// Opens the database: makes its directory 0700 (narrowing an existing one open to
+// others, with a warning on standard error), lists the existing column families first
+// (RocksDB refuses an open that omits one), creates missing ones (read-write), then checks the meta
+// keys in `default`: the store kind must match and the format version must not be newer. A new
 // database gets its meta keys written (synced) before this returns.
 Result<std::unique_ptr<RocksDb>> open_rocks(const OpenSpec& spec);
 

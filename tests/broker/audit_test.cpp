@@ -1,10 +1,16 @@
 // broker::Audit without sockets: records written by the core's group commit and by
 // Audit::write, the chain checked by ChainVerifier (tampered, removed, reordered and
 // truncated records), a person's events found by PersonScan, time lookups.
+#include <filesystem>
+#include <fstream>
 #include <map>
+#include <sstream>
 
 #include <doctest/doctest.h>
+#include <sys/stat.h>
 
+#include "file_modes.h"
+#include "temp_dir.h"
 #include "test_events.h"
 #include <broker/audit.h>
 #include <broker/core.h>
@@ -339,4 +345,99 @@ TEST_CASE("Audit: record times never decrease, first_index_at finds a time") {
   REQUIRE(again.write(fact(audit::Action::Subscribe, "a")).has_value());
   CHECK(f.record(12, keep)->time() == kNow + 9000);
   CHECK_FALSE(broker::verify_chain(f.log.audit())->problem().has_value());
+}
+
+namespace {
+
+std::string text_of(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+void write_key_text(const std::string& path, const std::string& text, mode_t mode) {
+  std::filesystem::remove(path);
+  std::ofstream(path) << text;
+  REQUIRE(::chmod(path.c_str(), mode) == 0);
+}
+
+}  // namespace
+
+TEST_CASE("Audit key: made once (0600, whatever the umask), then read back") {
+  const test::Umask mask(022);
+  test::TempDir dir("nik-key");
+  const std::string path = dir.str("keys/audit.key");  // its directory made 0700
+  auto made = broker::open_nik_key(path, dir.str("data/audit.key"), true);
+  REQUIRE_MESSAGE(made.has_value(), made.error().to_string());
+  CHECK(made->origin == broker::NikKeyFile::Origin::kCreated);
+  CHECK(test::mode_of(path) == 0600);
+  CHECK(test::mode_of(dir.str("keys")) == 0700);
+  CHECK(text_of(path) == broker::to_hex(made->key) + "\n");
+  auto again = broker::open_nik_key(path, dir.str("data/audit.key"), false);
+  REQUIRE(again.has_value());
+  CHECK(again->origin == broker::NikKeyFile::Origin::kLoaded);
+  CHECK(again->key == made->key);
+  // Not made when the caller says the chain already has records.
+  auto none = broker::open_nik_key(dir.str("other/audit.key"), "", false);
+  REQUIRE_FALSE(none.has_value());
+  CHECK(none.error().code == Errc::kNotFound);
+  CHECK(!std::filesystem::exists(dir.str("other/audit.key")));
+}
+
+TEST_CASE("Audit key: the data directory's key of older releases moves, the same bytes") {
+  test::TempDir dir("nik-key-move");
+  std::filesystem::create_directories(dir.str("data"));
+  const std::string old_path = dir.str("data/audit.key"), path = dir.str("keys/audit.key");
+  const std::string hex(64, 'a');
+  write_key_text(old_path, hex + "\n", 0600);
+  auto moved = broker::open_nik_key(path, old_path, false);
+  REQUIRE_MESSAGE(moved.has_value(), moved.error().to_string());
+  CHECK(moved->origin == broker::NikKeyFile::Origin::kMoved);
+  CHECK(broker::to_hex(moved->key) == hex);
+  CHECK(!std::filesystem::exists(old_path));
+  CHECK(text_of(path) == hex + "\n");
+  CHECK(test::mode_of(path) == 0600);
+
+  SUBCASE("an identical copy left behind is removed") {
+    write_key_text(old_path, hex + "\n", 0600);
+    auto r = broker::open_nik_key(path, old_path, false);
+    REQUIRE(r.has_value());
+    CHECK(r->origin == broker::NikKeyFile::Origin::kLoaded);
+    CHECK(r->removed_old_copy);
+    CHECK(!std::filesystem::exists(old_path));
+  }
+  SUBCASE("a different one is refused, and both stay") {
+    write_key_text(old_path, std::string(64, 'b') + "\n", 0600);
+    auto r = broker::open_nik_key(path, old_path, false);
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().code == Errc::kInvalidArgument);
+    CHECK(r.error().message.find("two different audit keys") != std::string::npos);
+    CHECK(std::filesystem::exists(old_path));
+  }
+  SUBCASE("the same place twice is one key, not a move") {
+    auto r = broker::open_nik_key(path, dir.str("keys/../keys/audit.key"), false);
+    REQUIRE(r.has_value());
+    CHECK(r->origin == broker::NikKeyFile::Origin::kLoaded);
+    CHECK(std::filesystem::exists(path));
+  }
+}
+
+TEST_CASE("Audit key: one that group or others may read is refused, naming it and the fix") {
+  test::TempDir dir("nik-key-mode");
+  const std::string path = dir.str("audit.key");
+  for (mode_t mode : {0640, 0604, 0644, 0620}) {
+    write_key_text(path, std::string(64, 'c') + "\n", mode);
+    auto r = broker::open_nik_key(path, "", false);
+    REQUIRE_FALSE(r.has_value());
+    CHECK(r.error().code == Errc::kInvalidArgument);
+    CHECK(r.error().message.find("audit key file " + path) != std::string::npos);
+    CHECK(r.error().message.find("chmod 600 " + path) != std::string::npos);
+  }
+  write_key_text(path, std::string(64, 'c') + "\n", 0400);  // owner-only, read-only: fine
+  CHECK(broker::open_nik_key(path, "", false).has_value());
+  write_key_text(path, "not a key\n", 0600);
+  auto bad = broker::open_nik_key(path, "", false);
+  REQUIRE_FALSE(bad.has_value());
+  CHECK(bad.error().code == Errc::kCorruption);
 }

@@ -73,3 +73,36 @@ TEST_CASE("Config: mistakes are errors that name the key") {
     }
   }
 }
+
+TEST_CASE("Config: the audit key is beside the broker's key unless configured, never in the data") {
+  auto c = broker::parse_config(R"(
+[broker]
+data_dir = "/srv/kolabus/data"
+[security]
+key_file = "/etc/kolabus/keys/broker.key"
+agencies_file = "/etc/kolabus/agencies.toml"
+)",
+                                "b.toml");
+  REQUIRE(c.has_value());
+  CHECK(c->audit_key_file.empty());
+  CHECK(broker::audit_key_path(*c) == "/etc/kolabus/keys/audit.key");
+  c->audit_key_file = "/etc/kolabus/secret/nik.key";  // --audit-key
+  CHECK(broker::audit_key_path(*c) == "/etc/kolabus/secret/nik.key");
+
+  auto set = broker::parse_config("[security]\naudit_key_file = \"/k/audit.key\"\n", "b.toml");
+  REQUIRE(set.has_value());
+  CHECK(set->audit_key_file == "/k/audit.key");
+  CHECK(broker::audit_key_path(*set) == "/k/audit.key");
+
+  // Development mode has no keys: the data directory, as before.
+  auto dev = broker::parse_config(
+      "[broker]\ndata_dir = \"d\"\n[security]\nmode = \"dev\"\n"
+      "key_file = \"k/broker.key\"\n",
+      "b.toml");
+  REQUIRE(dev.has_value());
+  CHECK(broker::audit_key_path(*dev) == "d/audit.key");
+
+  auto bad = broker::parse_config("[security]\naudit_key_file = 7\n", "b.toml");
+  REQUIRE_FALSE(bad.has_value());
+  CHECK(bad.error().message.find("security.audit_key_file") != std::string::npos);
+}

@@ -18,14 +18,18 @@
 #include <flatbuffers/flatbuffers.h>
 #include <nlohmann/json.hpp>
 #include <rocksdb/db.h>
+#include <sys/wait.h>
 #include <zmq.hpp>
 
 #include "audit_chain.h"
 #include "broker_process.h"
+#include "file_modes.h"
 #include "test_events.h"
 #include <client/admin.h>
 #include <client/consumer.h>
+#include <client/curve.h>
 #include <common/clock.h>
+#include <common/keys.h>
 #include <schemas/audit_generated.h>
 #include <schemas/json_codec.h>
 #include <schemas/log_generated.h>
@@ -613,7 +617,123 @@ void check_audit_chain(const Fixture& f) {
   }
 }
 
+// The sequences of the events that name `nik` (a parent, the deceased, a mover).
+std::vector<std::uint64_t> events_of(const Fixture& f, const std::string& nik) {
+  std::vector<std::uint64_t> out;
+  for (const auto& e : f.events) {
+    for (const auto& [field, value] : e.event.at("payload").items()) {
+      if (field.find("nik") == std::string::npos) continue;
+      const bool hit = value.is_array() ? std::find(value.begin(), value.end(), nik) != value.end()
+                                        : value == nik;
+      if (hit) {
+        out.push_back(e.sequence);
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// Runs the kolabus tool; its exit status and standard output.
+std::pair<int, std::string> kolabus_cli(const std::string& args, const std::string& out_file) {
+  const std::string cmd = std::string(KOLABUS_CLI_BIN) + " " + args + " > '" + out_file + "' 2>&1";
+  const int rc = std::system(cmd.c_str());
+  return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, read_text(out_file)};
+}
+
+// Releases before this one kept audit.key in the data directory. Upgraded with keys
+// (CURVE), the broker moves it beside its own key, the same key: the old chain still
+// verifies and still answers for a person named in the old log's events.
+void check_audit_key_moves_out(const Fixture& f) {
+  test::TempDir dir("upgrade-keys-" + f.version);
+  const std::string cmd =
+      "tar -xzf '" + (kFixtures / f.version / "data.tar.gz").string() + "' -C '" + dir.str() + "'";
+  REQUIRE_MESSAGE(std::system(cmd.c_str()) == 0, cmd);
+  const std::string data = dir.str("data"), old_key = dir.str("data/audit.key");
+  REQUIRE(std::filesystem::exists(old_key));
+  const std::string key_text = read_text(old_key);
+  REQUIRE(key_text.size() == 65);
+
+  auto gen = [] {
+    auto k = client::generate_key_pair();
+    REQUIRE(k.has_value());
+    return *k;
+  };
+  const KeyPair broker_keys = gen(), ops_keys = gen();
+  REQUIRE(write_key_pair(dir.str("keys"), "broker", broker_keys, false).has_value());
+  REQUIRE(write_key_pair(dir.str("keys"), "ops", ops_keys, false).has_value());
+  std::ofstream(dir.str("agencies.toml"))
+      << "[[agency]]\nname = \"disdukcapil-medan\"\npublic_key = \"" << ops_keys.public_key
+      << "\"\noperate = true\nagreement = { pks = \"PKS/1\", purpose = \"registry\", "
+         "valid_from = 2020-01-01, valid_until = 2099-12-31 }\n";
+  const std::vector<std::string> curve{"--key", dir.str("keys/broker.key"), "--agencies",
+                                       dir.str("agencies.toml")};
+  const std::string new_key = dir.str("keys/audit.key");
+  // A person of the old log: the first event's first NIK.
+  const auto& payload = f.events.at(0).event.at("payload");
+  const std::string nik = payload.contains("mother_nik")
+                              ? payload.at("mother_nik").get<std::string>()
+                              : payload.at("nik").get<std::string>();
+  const auto want = events_of(f, nik);
+  REQUIRE(!want.empty());
+  REQUIRE(f.audit_head.has_value());
+  const std::string anchor = std::to_string(f.audit_head->at("head_index").get<std::uint64_t>()) +
+                             ":" + f.audit_head->at("head_hash").get<std::string>();
+  const std::string as_ops =
+      " --key '" + dir.str("keys/ops.key") + "' --server-key '" + dir.str("keys/broker.pub") + "'";
+
+  for (int start = 0; start < 2; ++start) {  // the move, then a start with nothing to move
+    INFO("start ", start + 1);
+    test::BrokerProcess broker(data, "tcp://127.0.0.1:*", curve);
+    CHECK(!std::filesystem::exists(old_key));
+    CHECK(read_text(new_key) == key_text);
+    CHECK(test::mode_of(new_key) == 0600);
+    if (start == 0) {
+      CHECK(read_text(data + ".log").find("audit key moved from " + old_key + " to " + new_key) !=
+            std::string::npos);
+    }
+
+    // The old chain, extended, verifies and still holds the old head.
+    const auto [rc, out] =
+        kolabus_cli("audit verify -b " + broker.endpoint() + as_ops + " --json --anchor " + anchor,
+                    dir.str("verify.json"));
+    CHECK_MESSAGE(rc == 0, out);
+    CHECK_MESSAGE(out.find("\"ok\":true") != std::string::npos, out);
+
+    // The person's old events are found: their hashes were made with this very key.
+    auto ops = client::AdminClient::connect(broker.endpoint(), 10s,
+                                            client::CurveOptions{broker_keys.public_key, ops_keys});
+    REQUIRE(ops.has_value());
+    std::vector<std::uint64_t> seqs;
+    std::uint64_t from = 1;
+    while (true) {
+      auto page = (*ops)->audit_person(nik, from, 1000, seqs);
+      if (!page) FAIL(page.error().to_string());
+      seqs = page->sequences;
+      if (page->done) break;
+      from = page->next_index;
+    }
+    CHECK(text(seqs) == text(want));
+    broker.stop(SIGTERM);
+  }
+  // Offline too, on the stopped broker's directory.
+  const auto [rc, out] =
+      kolabus_cli("audit verify --dir '" + data + "' --anchor " + anchor, dir.str("offline.txt"));
+  CHECK_MESSAGE(rc == 0, out);
+  CHECK(!std::filesystem::exists(old_key));
+}
+
 }  // namespace
+
+TEST_CASE(
+    "Upgrade 520f774 with keys: audit.key moves out of the data directory, NIKs still match") {
+  check_audit_key_moves_out(release_520f774());
+}
 
 TEST_CASE("Upgrade 520f774: the new broker reads every event of the old log as stored") {
   check_events_read_as_stored(release_520f774());

@@ -1,9 +1,15 @@
 // kolabus: the command-line tool for operators and integrators.
 #include <iostream>
 
+#include <sys/stat.h>
+
 #include "commands.h"
 
 int main(int argc, char** argv) {
+  // What the tool writes (keys, outboxes, inboxes, replay and report files) is its
+  // user's only: files 0600, directories 0700, whatever umask it was started with.
+  // Public key files (NAME.pub) are set to 0644 explicitly.
+  ::umask(077);
   CLI::App app{
       "kolabus: publish, inspect and operate the kolabus population-event bus.\n"
       "Exit status: 0 ok, 1 some input or command refused, 2 usage error, 3 broker "

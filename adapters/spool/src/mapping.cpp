@@ -6,6 +6,7 @@
 // names and JSON types read from the schema, never one by one.
 #include <algorithm>
 #include <map>
+#include <utility>
 #include <variant>
 
 #include <flatbuffers/idl.h>
@@ -526,8 +527,9 @@ Result<FieldSpec> SpoolConverter::Impl::parse_field(const std::string& name, con
 }
 
 Status SpoolConverter::Impl::parse(const toml::table& t) {
-  if (auto st = check_keys(
-          t, kWhere, {"dir", "format", "kind", "poll_ms", "delimiter", "recorded_at", "fields"});
+  if (auto st = check_keys(t, kWhere,
+                           {"dir", "format", "kind", "poll_ms", "delimiter", "recorded_at",
+                            "fields", "done_retention_days", "rejects_retention_days"});
       !st) {
     return st;
   }
@@ -559,6 +561,20 @@ Status SpoolConverter::Impl::parse(const toml::table& t) {
       return kolabus::unexpected(config_error(kWhere, "poll_ms: must be an integer 10-3600000"));
     }
     settings.poll = std::chrono::milliseconds(*v);
+  }
+
+  for (const auto& [key, days] : {std::pair<const char*, std::uint32_t*>{
+                                      "done_retention_days", &settings.done_retention_days},
+                                  {"rejects_retention_days", &settings.rejects_retention_days}}) {
+    if (const auto* n = t.get(key)) {
+      auto v = n->value_exact<std::int64_t>();
+      if (!n->is_integer() || !v || *v < 1 || *v > kMaxRetentionDays) {
+        return kolabus::unexpected(
+            config_error(kWhere, std::string(key) + ": must be an integer 1-" +
+                                     std::to_string(kMaxRetentionDays) + " (days)"));
+      }
+      *days = static_cast<std::uint32_t>(*v);
+    }
   }
 
   if (const auto* n = t.get("delimiter")) {

@@ -2,14 +2,18 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
+#include <tuple>
 
 #include <fcntl.h>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <adapters/spool.h>
+#include <common/private_files.h>
 
 namespace kolabus::adapters {
 
@@ -48,37 +52,43 @@ Status fsync_path(const fs::path& p, int flags) {
   return {};
 }
 
-// Writes `content` to `path` completely and durably: a temporary file, fsync, rename,
-// fsync of the directory. A reader never sees half a file.
+// Writes `content` to `path` completely and durably, mode 0600: a temporary file,
+// fsync, rename, fsync of the directory. A reader never sees half a file.
 Status write_file_atomic(const fs::path& path, const std::string& content) {
-  const fs::path tmp = path.parent_path() / ("." + path.filename().string() + ".tmp");
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0)
-    return kolabus::unexpected(Errc::kIoError,
-                               "create " + tmp.string() + ": " + std::strerror(errno));
-  std::size_t done = 0;
-  while (done < content.size()) {
-    const ssize_t n = ::write(fd, content.data() + done, content.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const int err = errno;
-      ::close(fd);
-      return kolabus::unexpected(Errc::kIoError,
-                                 "write " + tmp.string() + ": " + std::strerror(err));
+  if (auto st = write_file_atomically(path.string(), content, kPrivateFileMode, true); !st) {
+    return st;
+  }
+  return sync_dir(path.parent_path().string());
+}
+
+// Makes dir/rejects or dir/done (0700), narrowing one an older release left open.
+Status make_archive_dir(const fs::path& p) {
+  auto made = make_private_dir(p.string());
+  if (!made) return kolabus::unexpected(made.error().code, "spool: " + made.error().message);
+  if (made->widened)
+    spdlog::warn("spool: {}", narrowed_text("directory", p.string(), *made->widened));
+  return {};
+}
+
+// Removes the regular files of `dir` last modified before `cutoff`; how many.
+std::size_t remove_older(const fs::path& dir, fs::file_time_type cutoff, std::error_code& ec) {
+  std::size_t removed = 0;
+  fs::directory_iterator it(dir, ec);
+  if (ec) return 0;
+  for (; it != fs::directory_iterator(); it.increment(ec)) {
+    if (ec) return removed;
+    std::error_code file_ec;
+    if (!it->is_regular_file(file_ec)) continue;
+    const auto when = it->last_write_time(file_ec);
+    if (file_ec || when >= cutoff) continue;
+    if (fs::remove(it->path(), file_ec)) {
+      ++removed;
+    } else if (file_ec) {
+      spdlog::warn("spool: cannot remove an expired file of {}: {} (retried at the next cleanup)",
+                   dir.string(), file_ec.message());
     }
-    done += static_cast<std::size_t>(n);
   }
-  if (::fsync(fd) != 0) {
-    const int err = errno;
-    ::close(fd);
-    return kolabus::unexpected(Errc::kIoError, "fsync " + tmp.string() + ": " + std::strerror(err));
-  }
-  ::close(fd);
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec)
-    return kolabus::unexpected(Errc::kIoError, "rename " + tmp.string() + ": " + ec.message());
-  return fsync_path(path.parent_path(), O_RDONLY | O_DIRECTORY);
+  return removed;
 }
 
 std::string rejects_text(const std::vector<SpoolReject>& rejects) {
@@ -130,12 +140,13 @@ std::string SpoolAdapter::describe() const {
 Status SpoolAdapter::start() {
   if (thread_.joinable())
     return kolabus::unexpected(Errc::kInvalidArgument, "spool: already started");
-  for (const fs::path& p : {fs::path(dir_), fs::path(dir_) / "rejects", fs::path(dir_) / "done"}) {
-    std::error_code ec;
-    fs::create_directories(p, ec);
-    if (ec)
-      return kolabus::unexpected(Errc::kIoError,
-                                 "spool: cannot create " + p.string() + ": " + ec.message());
+  // The drop directory: 0700 when made here; one that exists is the exporter's
+  // interface, left as the operator set it up.
+  if (auto made = make_private_dir(dir_, /*narrow=*/false); !made) {
+    return kolabus::unexpected(made.error().code, "spool: " + made.error().message);
+  }
+  for (const char* sub : {"rejects", "done"}) {
+    if (auto st = make_archive_dir(fs::path(dir_) / sub); !st) return st;
   }
   {
     std::lock_guard lock(mu_);
@@ -156,13 +167,49 @@ void SpoolAdapter::stop() {
 
 void SpoolAdapter::run() {
   const auto poll = converter_.settings().poll;
+  std::optional<std::chrono::steady_clock::time_point> last_cleanup;
   std::unique_lock lock(mu_);
   while (!stopping_) {
     lock.unlock();
+    const auto now = std::chrono::steady_clock::now();
+    if (!last_cleanup || now - *last_cleanup >= kCleanupEvery) {
+      last_cleanup = now;
+      if (auto c = clean_archives(std::chrono::system_clock::now()); !c) {
+        spdlog::warn("{} (retried in an hour)", c.error().message);
+      }
+    }
     (void)poll_once();  // errors are logged (once) inside
     lock.lock();
     cv_.wait_for(lock, poll, [this] { return stopping_; });
   }
+}
+
+Result<SpoolCleanup> SpoolAdapter::clean_archives(std::chrono::system_clock::time_point now) {
+  const auto& s = converter_.settings();
+  // File times are compared on the file clock: `now` converted once.
+  const auto file_now =
+      fs::file_time_type::clock::now() + std::chrono::duration_cast<fs::file_time_type::duration>(
+                                             now - std::chrono::system_clock::now());
+  SpoolCleanup out;
+  for (const auto& [sub, days, count] : {std::tuple<const char*, std::uint32_t, std::size_t*>{
+                                             "done", s.done_retention_days, &out.done},
+                                         {"rejects", s.rejects_retention_days, &out.rejects}}) {
+    const fs::path dir = fs::path(dir_) / sub;
+    std::error_code ec;
+    if (!fs::exists(dir, ec)) continue;
+    *count = remove_older(dir, file_now - std::chrono::hours(24) * days, ec);
+    if (*count > 0) {
+      spdlog::info("spool: removed {} file{} older than {} days from {}", *count,
+                   *count == 1 ? "" : "s", days, dir.string());
+    } else {
+      spdlog::debug("spool: nothing older than {} days in {}", days, dir.string());
+    }
+    if (ec) {
+      return kolabus::unexpected(Errc::kIoError,
+                                 "spool: cannot clean " + dir.string() + ": " + ec.message());
+    }
+  }
+  return out;
 }
 
 SpoolStats SpoolAdapter::stats() const {
@@ -246,8 +293,7 @@ SpoolAdapter::FileOutcome SpoolAdapter::process_file(const std::string& name) {
   // 1. The rejects, completely, before anything is queued.
   const fs::path rejects = fs::path(dir_) / "rejects" / (archive + ".rejects.jsonl");
   if (!result.rejects.empty()) {
-    std::error_code ec;
-    fs::create_directories(rejects.parent_path(), ec);
+    (void)make_private_dir(rejects.parent_path().string(), /*narrow=*/false);
     if (auto st = write_file_atomic(rejects, rejects_text(result.rejects)); !st) {
       log_once(name, name + ": cannot write its rejects: " + st.error().message + " (retrying)");
       return FileOutcome::kStopPoll;
@@ -274,14 +320,20 @@ SpoolAdapter::FileOutcome SpoolAdapter::process_file(const std::string& name) {
   // 3. Only now is the file done.
   {
     std::error_code ec;
-    fs::create_directories(fs::path(dir_) / "done", ec);
-    fs::rename(path, fs::path(dir_) / "done" / archive, ec);
+    (void)make_private_dir((fs::path(dir_) / "done").string(), /*narrow=*/false);
+    const fs::path archived = fs::path(dir_) / "done" / archive;
+    fs::rename(path, archived, ec);
     if (ec) {
       // Its events are queued: processing it again queues the same ids (harmless).
       log_once(name,
                name + ": queued, but cannot move it to done/: " + ec.message() + " (retrying)");
       return FileOutcome::kStopPoll;
     }
+    // Owner-only like everything the adapter keeps, and dated now: its retention counts
+    // from the day it was archived. Both fail on a file of another user (the exporter's),
+    // which done/ (0700) hides all the same; it then ages from the export's own time.
+    (void)narrow_file(archived.string());
+    (void)::utimensat(AT_FDCWD, archived.c_str(), nullptr, 0);
     (void)fsync_path(fs::path(dir_) / "done", O_RDONLY | O_DIRECTORY);
     (void)fsync_path(fs::path(dir_), O_RDONLY | O_DIRECTORY);
   }

@@ -5,9 +5,12 @@
 #include <filesystem>
 #include <set>
 
+#include <spdlog/spdlog.h>
 #include <sqlite3.h>
+#include <unistd.h>
 
 #include <common/ids.h>
+#include <common/private_files.h>
 #include <schemas/regions.h>
 #include <schemas/validate.h>
 
@@ -268,8 +271,30 @@ Result<std::unique_ptr<Register>> Register::open(const std::string& path, OpenMo
                                "register " + path + " does not exist (has the ward run yet?)");
   }
   if (mode == OpenMode::kReadWrite) {
+    // Names and NIKs of residents: the file is 0600 (made here before SQLite opens it,
+    // since SQLite would create it 0644 minus the umask; its -wal and -shm files take
+    // the database file's mode), a new directory 0700. An existing directory is left
+    // as it is: it may be the operator's.
     const auto parent = std::filesystem::path(path).parent_path();
-    if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+    if (!parent.empty()) {
+      if (auto made = make_private_dir(parent.string(), /*narrow=*/false); !made) {
+        return kolabus::unexpected(made.error().code, "register: " + made.error().message);
+      }
+    }
+    // A register an older release made (0644) is narrowed, with its -wal and -shm.
+    for (const char* suffix : {"", "-wal", "-shm", "-journal"}) {
+      const std::string file = path + suffix;
+      if (!std::filesystem::exists(file, ec)) continue;
+      auto was = narrow_file(file);
+      if (!was) return kolabus::unexpected(was.error().code, "register: " + was.error().message);
+      if (*was) {
+        spdlog::warn("register file {} was mode {}, open to other users; it is now {}", file,
+                     mode_text(**was), mode_text(**was & 0700));
+      }
+    }
+    auto fd = open_private_file(path);
+    if (!fd) return kolabus::unexpected(fd.error().code, "register: " + fd.error().message);
+    ::close(*fd);
   }
   sqlite3* db = nullptr;
   const int flags = mode == OpenMode::kReadOnly ? SQLITE_OPEN_READONLY

@@ -18,9 +18,13 @@
 // removed or altered last record. PersonScan finds, for one NIK hash, the events that
 // concern the person and every record of those events reaching an agency.
 //
-// The NIK key: 32 random bytes kept in the broker's data directory (audit.key, mode
-// 0600), made on first start. Without it nobody can tell whose hash a record holds;
-// with it, only the broker (`kolabus audit person`) matches a NIK against the chain.
+// The NIK key: 32 random bytes in audit.key (mode 0600), made on first start, kept
+// beside the broker's CURVE key (or at security.audit_key_file), never in the data
+// directory when the broker runs with keys. Without it nobody can tell whose hash a
+// record holds; with it, only the broker (`kolabus audit person`) matches a NIK against
+// the chain. A NIK has few possible values (district, birth date, serial): with the
+// key, anyone could hash them all and read the chain's hashes as NIKs, so a copy of the
+// data directory alone (a backup, a disk) must not carry it (open_nik_key).
 //
 // Ownership: Audit borrows the audit log and the clock; they must outlive it.
 // Thread-safety: Audit is used by one thread (the server loop); ChainVerifier and
@@ -52,9 +56,35 @@ using NikHash = std::array<std::uint8_t, 16>;
 // The keyed hash stored for a NIK: the first 16 bytes of BLAKE2b-256(nik, key).
 NikHash nik_hash(std::string_view nik, const NikKey& key);
 
-// Reads the key from `path` (64 hex digits), or makes one (random, mode 0600) if the
-// file does not exist. Errors: kIoError, kCorruption (not 64 hex digits).
-Result<NikKey> load_or_create_nik_key(const std::string& path);
+// The audit key as open_nik_key found it.
+struct NikKeyFile {
+  NikKey key{};
+  enum class Origin {
+    kLoaded,   // read from `path`
+    kCreated,  // made now (random) at `path`
+    kMoved,    // read from `old_path` and moved to `path`
+  } origin = Origin::kLoaded;
+  // An identical copy at `old_path` (a move stopped by a crash after the new file was
+  // written) was removed.
+  bool removed_old_copy = false;
+};
+
+// Opens the audit key file `path` (64 hex digits and a newline, mode 0600). `old_path`
+// is where releases before this one kept it (the data directory's audit.key); empty, or
+// the same file as `path`: none.
+//  - `path` exists: its key. A file that group or others may read or write is refused
+//    (kInvalidArgument, naming it and `chmod 600`), as a CURVE key pair is
+//    (check_secret_mode, common/private_files.h).
+//  - only `old_path` exists: its key is moved to `path` (written whole and synced, then
+//    removed from the old place), the same 32 bytes: every NIK hash in the chain stays
+//    matchable. Refused like `path` when group or others may use it.
+//  - both exist: identical, the old copy is removed; different, kInvalidArgument (which
+//    one made the chain's hashes is the operator's to tell).
+//  - neither: with `may_create`, a new random key at `path` (its directory made 0700
+//    if missing); without, kNotFound naming both places.
+// Errors: as above; kCorruption (not 64 hex digits); kIoError.
+Result<NikKeyFile> open_nik_key(const std::string& path, const std::string& old_path,
+                                bool may_create);
 
 // BLAKE2b-256 of `bytes`: a record's hash.
 storage::AuditHash audit_hash(std::span<const std::uint8_t> bytes);

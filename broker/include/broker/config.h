@@ -26,7 +26,15 @@ struct Config {
   bool dev = false;
   std::string key_file;       // the broker's key pair (kolabus keygen broker)
   std::string agencies_file;  // the agency registry
+  // The audit chain's NIK key (audit.key). Empty: beside key_file; in development mode
+  // (no keys), in data_dir. Never in data_dir otherwise: a copy of the data alone
+  // must not be enough to turn the chain's NIK hashes back into NIKs.
+  std::string audit_key_file;
 };
+
+// Where the audit key is: config.audit_key_file, or audit.key beside config.key_file,
+// or (development mode, no key_file) in config.data_dir.
+std::string audit_key_path(const Config& config);
 
 // Reads a TOML file. Errors name the file, the key and what is wrong.
 Result<Config> load_config(const std::string& path);

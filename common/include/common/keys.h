@@ -19,14 +19,14 @@
 //
 // Errors name the file and, for a bad line, its number: kNotFound (no such file),
 // kIoError (unreadable, unwritable), kInvalidArgument (bad content, a secret file
-// others may read, a file that exists and may not be overwritten).
+// others may read, a file that exists and may not be overwritten). The rule for secret
+// files is common/private_files.h's, the same for every secret kolabus loads.
 //
 // Thread-safety: free functions; concurrent calls on different files are safe.
 #pragma once
 
 #include <cerrno>
 #include <cstdint>
-#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <optional>
@@ -37,6 +37,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <common/private_files.h>
 #include <common/result.h>
 
 namespace kolabus {
@@ -66,8 +67,8 @@ inline std::string trim(std::string_view s) {
   return std::string(s.substr(b, e - b + 1));
 }
 
-// Reads a whole (small) file. `mode` receives its permission bits.
-inline Result<std::string> read_small_file(const std::string& path, mode_t* mode) {
+// Reads a whole (small) public file: no rule on its mode.
+inline Result<std::string> read_small_file(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     const int e = errno;
@@ -83,7 +84,6 @@ inline Result<std::string> read_small_file(const std::string& path, mode_t* mode
     ::close(fd);
     return unexpected(Errc::kInvalidArgument, "key file " + path + " is too large to be a key");
   }
-  if (mode != nullptr) *mode = st.st_mode & 07777;
   std::string text;
   char buf[4096];
   for (;;) {
@@ -177,82 +177,17 @@ inline Result<ParsedKeys> parse_key_text(const std::string& path, std::string_vi
   return out;
 }
 
-// Writes `text` to `dir/.name.tmp-PID` with `mode`, synced, then puts it at
-// `final_path`: rename (overwrite) or link, which fails when it exists (no overwrite,
-// and no window in which another process could slip a file in between).
-inline Status write_file_atomically(const std::string& dir, const std::string& final_path,
-                                    const std::string& text, mode_t mode, bool overwrite) {
-  const std::string tmp = dir + "/." + std::filesystem::path(final_path).filename().string() +
-                          ".tmp-" + std::to_string(::getpid());
-  ::unlink(tmp.c_str());  // a leftover of a crashed run of this very process id
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-  if (fd < 0) {
-    const int e = errno;
-    return unexpected(Errc::kIoError, "cannot create " + tmp + ": " + errno_text(e));
-  }
-  auto fail = [&](const std::string& what) -> Status {
-    const int e = errno;
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    return unexpected(Errc::kIoError, what + ": " + errno_text(e));
-  };
-  // The umask may have taken bits away (or, for 0644, left them): be exact.
-  if (::fchmod(fd, mode) != 0) return fail("cannot set the mode of " + tmp);
-  std::size_t done = 0;
-  while (done < text.size()) {
-    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return fail("cannot write " + tmp);
-    done += static_cast<std::size_t>(n);
-  }
-  if (::fsync(fd) != 0) return fail("cannot sync " + tmp);
-  if (::close(fd) != 0) {
-    const int e = errno;
-    ::unlink(tmp.c_str());
-    return unexpected(Errc::kIoError, "cannot write " + tmp + ": " + errno_text(e));
-  }
-  if (overwrite) {
-    if (::rename(tmp.c_str(), final_path.c_str()) != 0) {
-      const int e = errno;
-      ::unlink(tmp.c_str());
-      return unexpected(Errc::kIoError,
-                        "cannot rename " + tmp + " to " + final_path + ": " + errno_text(e));
-    }
-    return {};
-  }
-  const int linked = ::link(tmp.c_str(), final_path.c_str());
-  const int e = errno;
-  ::unlink(tmp.c_str());
-  if (linked != 0) {
-    if (e == EEXIST) {
-      return unexpected(Errc::kInvalidArgument,
-                        final_path + " already exists (refusing to overwrite a key)");
-    }
-    return unexpected(Errc::kIoError, "cannot create " + final_path + ": " + errno_text(e));
-  }
-  return {};
-}
-
 }  // namespace keys_detail
 
 // True for 40 characters of the Z85 alphabet that decode to 32 bytes.
 inline bool is_z85_key(std::string_view s) { return keys_detail::is_z85_key_impl(s); }
 
 // Loads NAME.key: both keys must be present. Refuses a file that group or others may
-// read or write (mode & 077), like ssh does: the secret key may have leaked, and
-// tightening the mode is the operator's decision.
+// read or write (check_secret_mode, common/private_files.h), like ssh does: the secret
+// key may have leaked, and tightening the mode is the operator's decision.
 inline Result<KeyPair> load_key_pair(const std::string& key_file) {
-  mode_t mode = 0;
-  auto text = keys_detail::read_small_file(key_file, &mode);
+  auto text = read_secret_file(key_file, "secret key file");
   if (!text) return unexpected(text.error());
-  if ((mode & 077) != 0) {
-    char octal[16];
-    std::snprintf(octal, sizeof octal, "%04o", static_cast<unsigned>(mode));
-    return unexpected(Errc::kInvalidArgument,
-                      "permissions " + std::string(octal) + " for the secret key file " + key_file +
-                          " are too open: it must be readable by its owner only (chmod 600 " +
-                          key_file + ")");
-  }
   auto parsed = keys_detail::parse_key_text(key_file, *text);
   if (!parsed) return unexpected(parsed.error());
   if (!parsed->public_key || !parsed->secret_key) {
@@ -270,7 +205,7 @@ inline Result<KeyPair> load_key_pair(const std::string& key_file) {
 inline Result<std::string> load_public_key(const std::string& file_or_z85) {
   std::error_code ec;
   if (is_z85_key(file_or_z85) && !std::filesystem::exists(file_or_z85, ec)) return file_or_z85;
-  auto text = keys_detail::read_small_file(file_or_z85, nullptr);
+  auto text = keys_detail::read_small_file(file_or_z85);
   if (!text) {
     Error e = text.error();
     if (e.code == Errc::kNotFound) {
@@ -299,10 +234,9 @@ inline bool is_key_name(std::string_view name) {
 }
 
 // Writes DIR/NAME.key (mode 0600) and DIR/NAME.pub (mode 0644), creating DIR (mode
-// 0700) if needed. Each file appears whole or not at all (temporary file, sync, then
-// rename or link). Without `overwrite`, refuses (kInvalidArgument, nothing written)
-// when either file exists.
-// REQUIRES: both keys pass is_z85_key (checked: kInvalidArgument).
+// 0700, and its missing parents) if needed. Each file appears whole or not at all (temporary file,
+// sync, then rename or link). Without `overwrite`, refuses (kInvalidArgument, nothing written) when
+// either file exists. REQUIRES: both keys pass is_z85_key (checked: kInvalidArgument).
 inline Status write_key_pair(const std::string& dir, const std::string& name, const KeyPair& keys,
                              bool overwrite) {
   if (!is_key_name(name)) {
@@ -316,13 +250,8 @@ inline Status write_key_pair(const std::string& dir, const std::string& name, co
   }
   const std::string d = dir.empty() ? "." : dir;
   std::error_code ec;
-  if (!std::filesystem::is_directory(d, ec)) {
-    std::filesystem::create_directories(d, ec);
-    if (ec) {
-      return unexpected(Errc::kIoError, "cannot create the directory " + d + ": " + ec.message());
-    }
-    ::chmod(d.c_str(), 0700);  // new directory only: never change an existing one's mode
-  }
+  // New directories (and parents) 0700; never change an existing one's mode.
+  if (auto made = make_private_dir(d, /*narrow=*/false); !made) return unexpected(made.error());
   const std::string key_path = d + "/" + name + ".key";
   const std::string pub_path = d + "/" + name + ".pub";
   if (!overwrite) {
@@ -344,10 +273,10 @@ inline Status write_key_pair(const std::string& dir, const std::string& name, co
                                ".\n"
                                "public-key = \"" +
                                keys.public_key + "\"\n";
-  if (auto st = keys_detail::write_file_atomically(d, key_path, key_text, 0600, overwrite); !st) {
+  if (auto st = write_file_atomically(key_path, key_text, 0600, overwrite); !st) {
     return st;
   }
-  if (auto st = keys_detail::write_file_atomically(d, pub_path, pub_text, 0644, overwrite); !st) {
+  if (auto st = write_file_atomically(pub_path, pub_text, 0644, overwrite); !st) {
     return st;
   }
   // Make the new names durable too.

@@ -12,6 +12,7 @@
 #include <sqlite3.h>
 
 #include "broker_process.h"
+#include "file_modes.h"
 #include "sinks_support.h"
 #include "temp_dir.h"
 #include "test_events.h"
@@ -378,4 +379,43 @@ TEST_CASE("Ward: the table is checked, errors name the key") {
     REQUIRE_FALSE(r.has_value());
     CHECK(r.error().code == Errc::kNotFound);
   }
+}
+
+TEST_CASE("Ward: the register, its WAL and the inbox are private under umask 022") {
+  const test::Umask mask(022);
+  test::TempDir dir("ward-private");
+  test::BrokerProcess broker(dir.str("broker"));
+  const auto ctx = context(dir, broker);
+  const TimeMs t0 = SystemClock().now_ms() - 24 * 3600 * 1000LL;
+  test::Events evs;
+  evs.push_back(test::make_birth(kK1, t0));
+  evs.push_back(test::make_death(kK1, t0 + 1));
+  test::publish_all(broker.endpoint(), dir.str("outbox"), evs);
+  const std::string path = ctx.data_dir + "/register.sqlite";
+  // A register elsewhere, in a directory the ward makes.
+  toml::table elsewhere = ward_table("kec", {kKecamatan});
+  elsewhere.insert("register", dir.str("registers/kec/register.sqlite"));
+
+  auto kel = make(ward_table("kel", {kK1}), ctx);
+  auto kec = make(elsewhere, ctx);
+  REQUIRE(test::started(*kel));
+  REQUIRE(test::started(*kec));
+  REQUIRE(test::wait_until([&] { return read_register(path).count == 2; }));
+  // While it runs: the database with its -wal and -shm files (residents' names, NIKs).
+  CHECK(std::filesystem::exists(path + "-wal"));
+  auto open = test::not_private(ctx.data_dir);
+  CHECK_MESSAGE(open.empty(), test::joined(open));
+  kel->stop();
+  kec->stop();
+  open = test::not_private(ctx.data_dir);
+  CHECK_MESSAGE(open.empty(), test::joined(open));
+  open = test::not_private(dir.str("registers"));
+  CHECK_MESSAGE(open.empty(), test::joined(open));
+
+  // A register an older release made 0644 is narrowed when the ward opens it.
+  std::filesystem::permissions(path, std::filesystem::perms(0644));
+  kel = make(ward_table("kel", {kK1}), ctx);
+  REQUIRE(test::started(*kel));
+  kel->stop();
+  CHECK(test::mode_of(path) == 0600);
 }

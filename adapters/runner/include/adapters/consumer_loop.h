@@ -18,20 +18,20 @@
 
 #include <adapters/adapter.h>
 #include <client/consumer.h>
+#include <common/private_files.h>
 
 namespace kolabus::adapters {
 
 // The options every sink's consumer starts from: the agency's broker and CURVE keys,
-// the consumer's name, and its inbox under the agency's data_dir (created here:
-// RocksDB creates the inbox directory, not its parents). `what` names the adapter in
+// the consumer's name, and its inbox under the agency's data_dir (created here, mode
+// 0700: RocksDB creates the inbox directory, not its parents). `what` names the adapter in
 // the error.
 inline Result<client::ConsumerOptions> sink_consumer_options(const AgencyContext& ctx,
                                                              const std::string& what,
                                                              const std::string& consumer) {
-  std::error_code ec;
-  std::filesystem::create_directories(ctx.data_dir, ec);
-  if (ec) {
-    return unexpected(Errc::kIoError, what + ": data_dir " + ctx.data_dir + ": " + ec.message());
+  // Made 0700 when missing; an existing one is the runner's to narrow (and log).
+  if (auto made = make_private_dir(ctx.data_dir, /*narrow=*/false); !made) {
+    return unexpected(made.error().code, what + ": data_dir: " + made.error().message);
   }
   client::ConsumerOptions o;
   o.endpoint = ctx.broker;

@@ -3,7 +3,9 @@
 // mapped to a kolabus event through a mapping written in the configuration (no code),
 // validated with the broker's own rules, and queued in the agency's durable outbox;
 // records that cannot be sent go, with their line number and the reason, to
-// `<dir>/rejects/<file>.rejects.jsonl`. The file then moves to `<dir>/done/`.
+// `<dir>/rejects/<file>.rejects.jsonl`. The file then moves to `<dir>/done/`. Both
+// hold residents' data: they are the adapter's user's only (directories 0700, files
+// 0600) and are removed after a configured number of days (clean_archives).
 // docs/SPOOL.md describes the configuration, with example mappings for SIAK exports.
 //
 // Crash safety: event ids are derived from the record's content (JsonCodec), so a file
@@ -80,7 +82,14 @@ struct SpoolSettings {
   std::chrono::milliseconds poll{500};
   char delimiter = ',';
   bool has_mapping = false;
+  // Files in done/ (the exports, with residents' names and NIKs) and in rejects/ are
+  // removed this many days after they were written there (their modification time).
+  std::uint32_t done_retention_days = 30;
+  std::uint32_t rejects_retention_days = 30;
 };
+
+// The largest retention the configuration accepts (ten years).
+inline constexpr std::int64_t kMaxRetentionDays = 3650;
 
 // One line (record) that is not sent. `reason` starts with "line N: ".
 struct SpoolReject {
@@ -136,6 +145,12 @@ class SpoolConverter {
 // ---------------------------------------------------------------------------------
 // The adapter
 
+// What one clean_archives() removed.
+struct SpoolCleanup {
+  std::size_t done = 0;     // files removed from done/
+  std::size_t rejects = 0;  // files removed from rejects/
+};
+
 struct SpoolStats {
   std::uint64_t files = 0;  // files moved to done/
   std::uint64_t lines = 0;
@@ -152,7 +167,9 @@ class SpoolAdapter final : public Adapter {
   ~SpoolAdapter() override;
 
   std::string describe() const override;
-  // Creates dir, dir/rejects and dir/done, then polls every poll_ms on its thread.
+  // Creates dir, dir/rejects and dir/done (0700; rejects and done narrowed to 0700 if
+  // they exist open to others, dir left as it is: the exporter writes there), then
+  // cleans the archives and polls every poll_ms on its thread.
   Status start() override;
   void stop() override;
 
@@ -161,6 +178,15 @@ class SpoolAdapter final : public Adapter {
   // poll). Returns that error, or the directory's. REQUIRES: not started (the polling
   // thread owns the converter while it runs).
   Status poll_once();
+
+  // Removes the files of dir/done/ older than done_retention_days and those of
+  // dir/rejects/ older than rejects_retention_days, by their modification time, as of
+  // `now`; logs one line per directory where it removed any, with how many (never
+  // their names or contents). The polling thread calls it at start and every
+  // kCleanupEvery. May run while the adapter polls. Errors: kIoError (a directory that
+  // cannot be read); a file that cannot be removed is logged and left for the next time.
+  Result<SpoolCleanup> clean_archives(std::chrono::system_clock::time_point now);
+  static constexpr std::chrono::hours kCleanupEvery{1};
 
   SpoolStats stats() const;
 
