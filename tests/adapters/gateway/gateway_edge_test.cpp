@@ -162,7 +162,7 @@ httplib::Result post_with_token(httplib::Client& c, const Json& body, const std:
 
 }  // namespace
 
-TEST_CASE("Gateway edge: bearer tokens: 401 without a valid one; the log names the client") {
+TEST_CASE("Gateway edge: bearer tokens: 401 without a valid one, and the log names the client") {
   LogCapture log;
   {
     Agency a(tokens_toml());
@@ -230,7 +230,7 @@ TEST_CASE("Gateway edge: bearer tokens: 401 without a valid one; the log names t
   }
 }
 
-TEST_CASE("Gateway edge: TLS with the operator's certificate; plain HTTP gets nothing") {
+TEST_CASE("Gateway edge: TLS with the operator's certificate, and plain HTTP gets nothing") {
   test::TempDir certs("gateway-cert");
   const Certificate cert(certs);
   Agency a(cert.toml() + tokens_toml());
@@ -522,7 +522,7 @@ TEST_CASE("Gateway edge: every malformed body is a 400 with a JSON error, never 
   CHECK(a.publisher->stats().pending == 0);
 }
 
-TEST_CASE("Gateway edge: wrong methods are 405 with Allow; unknown methods 400, paths 404") {
+TEST_CASE("Gateway edge: wrong methods are 405 with Allow, unknown methods 400, paths 404") {
   Agency a(tokens_toml());
   auto c = a.http();
   const std::string id = "/v1/events/" + new_uuid_v7().to_string();

@@ -77,7 +77,7 @@ TEST_CASE("Gateway config: defaults, limits and errors that name the key") {
   }
 }
 
-TEST_CASE("Gateway config: the edge: TLS, tokens, limits; off loopback only with both") {
+TEST_CASE("Gateway config: the edge: TLS, tokens, limits, and off loopback only with both") {
   const std::string hash(64, 'a');
   const std::string tls = "tls_cert = \"gw.crt\"\ntls_key = \"gw.key\"\n";
   const std::string tokens = "tokens = [{ name = \"simrs\", sha256 = \"" + hash + "\" }]\n";
@@ -150,7 +150,7 @@ TEST_CASE("Gateway config: the edge: TLS, tokens, limits; off loopback only with
   }
 }
 
-TEST_CASE("Gateway tokens: the client a bearer token names; anything else is nobody") {
+TEST_CASE("Gateway tokens: the client a bearer token names, anything else is nobody") {
   REQUIRE(sodium_init() >= 0);
   auto entry = [](const std::string& name, const std::string& token) {
     GatewayToken t;
