@@ -418,9 +418,16 @@ class Connection final : public httplib::Stream {
 
 thread_local Connection* tls_connection = nullptr;
 
+// What the gateway may ask of an edge server beyond httplib::Server's interface.
+class EdgeControl {
+ public:
+  virtual ~EdgeControl() = default;
+  virtual void set_backlog(int backlog) = 0;
+};
+
 // httplib's server (plain or TLS) with our connection loop in place of its own.
 template <typename Base>
-class EdgeServer final : public Base {
+class EdgeServer final : public Base, public EdgeControl {
  public:
   template <typename... Args>
   explicit EdgeServer(const EdgeLimits& limits, Args&&... args)
@@ -430,6 +437,11 @@ class EdgeServer final : public Base {
     this->new_task_queue = [max = limits_.max_connections, waiting = waiting_] {
       return new ConnectionPool(max, waiting);
     };
+  }
+
+  void set_backlog(int backlog) override {
+    const socket_t sock = this->svr_sock_.load();
+    if (sock != INVALID_SOCKET) ::listen(sock, backlog);
   }
 
  private:
@@ -483,6 +495,10 @@ std::string openssl_errors() {
 }  // namespace
 
 RequestState& current_request() { return tls_request; }
+
+void set_listen_backlog(httplib::Server& server, int backlog) {
+  if (auto* edge = dynamic_cast<EdgeControl*>(&server)) edge->set_backlog(backlog);
+}
 
 void headers_complete() {
   if (tls_connection != nullptr) tls_connection->start_body();

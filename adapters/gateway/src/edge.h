@@ -72,6 +72,12 @@ RequestState& current_request();
 // calls it): the body deadline applies from now. A no-op off an edge thread.
 void headers_complete();
 
+// Sets the listening socket's backlog (call after bind_to_port): httplib's is 5, so a
+// burst of connections (eight slow clients reconnecting together) overflows it and the
+// next client's SYN is dropped, costing it a 1 s retransmission. Linux takes a second
+// listen() on a listening socket as a new backlog. A no-op for other servers.
+void set_listen_backlog(httplib::Server& server, int backlog);
+
 // A server whose connections get the limits above. With `tls`, an httplib::SSLServer
 // (TLS 1.2 at least) with that certificate and key; kInvalidArgument if OpenSSL cannot
 // load them.

@@ -48,6 +48,8 @@ constexpr TimeMs kPruneEveryMs = 3600 * 1000;
 // stops or other connections wait for a thread), or after this many requests.
 constexpr time_t kKeepAliveSeconds = 5;
 constexpr std::size_t kKeepAliveRequests = 100;
+// Connections the kernel queues before the accept thread takes them (httplib: 5).
+constexpr int kListenBacklog = 1024;
 // /v1/ready: the broker's ping, its timeout and how long an answer is reused.
 constexpr std::chrono::milliseconds kPingTimeout{500};
 constexpr std::chrono::milliseconds kReadyCacheFor{1000};
@@ -789,6 +791,7 @@ Status GatewayAdapter::start() {
                                               std::to_string(o.port) +
                                               " (address in use or not local?)");
   }
+  gateway::set_listen_backlog(*svr, kListenBacklog);
   impl_->maybe_prune(impl_->clock.now_ms());
   impl_->listen_returned = false;
   httplib::Server* raw = svr.get();
