@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import argparse
+import ssl
 import urllib.error
 import urllib.request
 
@@ -232,6 +233,7 @@ def main():
     env["KOLABUS_RECEIVER"] = "http://127.0.0.1:" + open(port_file).read().strip()
     env["KOLABUS_DEMO"] = DEMO
     env["KOLABUS_GATEWAY_PORT"] = str(free_port())
+    gateway_credentials()
     print(f"broker {env['KOLABUS_BROKER']}, agency systems {env['KOLABUS_RECEIVER']}")
 
     say("3. Start one adapter process per agency (examples/medan/*.toml)")
@@ -338,23 +340,61 @@ def forged_request():
     return status == 401
 
 
+GATEWAY_TOKEN = ""  # the hospital system's bearer token, made by gateway_credentials()
+
+
+def gateway_credentials():
+    """The hospital gateway's TLS certificate and key (self-signed, for 127.0.0.1) and its
+    client's bearer token, as an operator makes them (docs/ADAPTERS.md, runbook)."""
+    global GATEWAY_TOKEN
+    d = os.path.join(DEMO, "gateway")
+    os.makedirs(d, exist_ok=True)
+    cert, key = os.path.join(d, "rsud-pirngadi.crt"), os.path.join(d, "rsud-pirngadi.key")
+    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-days", "30", "-subj",
+                        "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                        "-keyout", key, "-out", cert], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"demo: openssl req failed: {r.stderr.strip()}")
+    os.chmod(key, 0o600)
+    made = json.loads(run([KOLABUS, "gateway-token", "simrs-pirngadi", "--json"]).stdout)
+    GATEWAY_TOKEN = made["token"]
+    env["KOLABUS_GATEWAY_TOKEN_SHA256"] = made["sha256"]
+    print(f"the hospital's gateway: certificate {cert}, a token for its system "
+          f"'simrs-pirngadi' (only the SHA-256 is in the config)")
+
+
 def post_hospital_births():
     gen = run([KOLABUS, "gen", "--count", "3", "--seed", "13", "--kind", "birth"])
     body = "[" + ",".join(l for l in gen.stdout.splitlines() if l.strip()) + "]"
-    url = f"http://127.0.0.1:{env['KOLABUS_GATEWAY_PORT']}/v1/events"
+    url = f"https://127.0.0.1:{env['KOLABUS_GATEWAY_PORT']}/v1/events"
+    tls = ssl.create_default_context(cafile=os.path.join(DEMO, "gateway", "rsud-pirngadi.crt"))
 
     def up():
         try:
-            urllib.request.urlopen(url.replace("/v1/events", "/v1/health"), timeout=1)
+            urllib.request.urlopen(url.replace("/v1/events", "/v1/ready"), timeout=1,
+                                   context=tls)
             return True
         except OSError:
             return False
 
     wait_for("the hospital's gateway", up)
+    # Without the token: refused.
+    anonymous = urllib.request.Request(url, data=body.encode(), method="POST",
+                                       headers={"Content-Type": "application/json"})
+    try:
+        urllib.request.urlopen(anonymous, timeout=5, context=tls)
+        raise SystemExit("demo: the gateway accepted a POST without a token")
+    except urllib.error.HTTPError as e:
+        print(f"gateway: POST /v1/events without a token -> {e.code} {e.read().decode()}")
+        if e.code != 401:
+            raise SystemExit("demo: want 401 without a token")
     req = urllib.request.Request(url, data=body.encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=5) as r:
-        print(f"gateway: POST /v1/events -> {r.status} {r.read().decode()}")
+                                 headers={"Content-Type": "application/json",
+                                          "Authorization": "Bearer " + GATEWAY_TOKEN})
+    with urllib.request.urlopen(req, timeout=5, context=tls) as r:
+        print(f"gateway: POST /v1/events (HTTPS, simrs-pirngadi's token) -> {r.status} "
+              f"{r.read().decode()}")
 
 
 if __name__ == "__main__":

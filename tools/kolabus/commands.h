@@ -18,6 +18,7 @@ enum Exit : int {
 };
 
 void add_keygen(CLI::App& app, int& exit_code);
+void add_gateway_token(CLI::App& app, int& exit_code);
 void add_publish(CLI::App& app, int& exit_code);
 void add_gen(CLI::App& app, int& exit_code);
 void add_consumers(CLI::App& app, int& exit_code);

@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   int exit_code = kolabus::cli::kOk;
   kolabus::cli::add_keygen(app, exit_code);
+  kolabus::cli::add_gateway_token(app, exit_code);
   kolabus::cli::add_publish(app, exit_code);
   kolabus::cli::add_gen(app, exit_code);
   kolabus::cli::add_consumers(app, exit_code);

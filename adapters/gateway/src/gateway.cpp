@@ -1,20 +1,32 @@
 #include <algorithm>
 #include <atomic>
 #include <cctype>
+#include <cerrno>
+#include <charconv>
 #include <chrono>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <limits>
+#include <mutex>
 #include <optional>
+#include <set>
 #include <thread>
 #include <vector>
 
+#include <arpa/inet.h>
 #include <httplib.h>
 #include <nlohmann/json.hpp>
+#include <sodium.h>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 
+#include "auth.h"
+#include "edge.h"
 #include "ingest.h"
 #include "status_store.h"
 #include <adapters/gateway.h>
+#include <client/admin.h>
 #include <common/clock.h>
 #include <schemas/json_codec.h>
 #include <schemas/regions.h>
@@ -32,24 +44,19 @@ constexpr const char* kJsonType = "application/json";
 constexpr const char* kRetryAfterSeconds = "5";
 constexpr TimeMs kDayMs = 24LL * 3600 * 1000;
 constexpr TimeMs kPruneEveryMs = 3600 * 1000;
-// Request threads. Handlers mostly wait on disk (fsync) or SQLite, not the CPU.
-constexpr std::size_t kServerThreads = 8;
-// An idle keep-alive connection holds a server thread this long, also after stop().
-constexpr time_t kKeepAliveSeconds = 1;
-constexpr time_t kIoTimeoutSeconds = 10;
+// An idle keep-alive connection is closed after this long (at once when the server
+// stops or other connections wait for a thread), or after this many requests.
+constexpr time_t kKeepAliveSeconds = 5;
+constexpr std::size_t kKeepAliveRequests = 100;
+// Connections the kernel queues before the accept thread takes them (httplib: 5).
+constexpr int kListenBacklog = 1024;
+// /v1/ready: the broker's ping, its timeout and how long an answer is reused.
+constexpr std::chrono::milliseconds kPingTimeout{500};
+constexpr std::chrono::milliseconds kReadyCacheFor{1000};
+constexpr const char* kRealm = "Bearer realm=\"kolabus-gateway\"";
 
 Error config_error(const std::string& key, const std::string& what) {
   return Error{Errc::kInvalidArgument, "[[gateway]] " + key + ": " + what};
-}
-
-Result<std::int64_t> positive_integer(const toml::node& node, const std::string& key,
-                                      std::int64_t max) {
-  const auto* v = node.as_integer();
-  if (v == nullptr) return unexpected(config_error(key, "must be an integer"));
-  if (v->get() < 1 || v->get() > max) {
-    return unexpected(config_error(key, "must be between 1 and " + std::to_string(max)));
-  }
-  return v->get();
 }
 
 // "host:port" or "[v6 address]:port".
@@ -76,7 +83,13 @@ Status parse_listen(const std::string& text, GatewayOptions& out) {
   return {};
 }
 
-std::string error_body(const std::string& message) { return Json{{"error", message}}.dump(); }
+// JSON text of `body`. Strings that are not UTF-8 (a parse error quoting the bytes of
+// a bad body, a path) get U+FFFD in place of the bad bytes instead of an exception.
+std::string to_text(const Json& body) {
+  return body.dump(-1, ' ', false, Json::error_handler_t::replace);
+}
+
+std::string error_body(const std::string& message) { return to_text(Json{{"error", message}}); }
 
 const char* status_reason(int status) {
   switch (status) {
@@ -96,6 +109,8 @@ const char* status_reason(int status) {
       return "unsupported media type";
     case 416:
       return "range not satisfiable";
+    case 431:
+      return "request header fields too large";
     case 422:
       return "unprocessable entity";
     case 500:
@@ -116,41 +131,181 @@ bool is_json_type(std::string type) {
   return type.size() == want.size() || type[want.size()] == ';' || type[want.size()] == ' ';
 }
 
-// Set by the pre-routing handler, read by the logger: both run on the thread serving
-// the request, and the logger receives only const request and response.
-thread_local std::optional<std::chrono::steady_clock::time_point> request_started;
+enum class Route { kNone, kEvents, kEvent, kHealth, kReady };
+
+Route route_of(const std::string& path) {
+  static const std::string kEventsPrefix = "/v1/events/";
+  if (path == "/v1/events") return Route::kEvents;
+  if (path.size() > kEventsPrefix.size() && path.rfind(kEventsPrefix, 0) == 0 &&
+      path.find('/', kEventsPrefix.size()) == std::string::npos) {
+    return Route::kEvent;
+  }
+  if (path == "/v1/health") return Route::kHealth;
+  if (path == "/v1/ready") return Route::kReady;
+  return Route::kNone;
+}
+
+// Bounded integer keys: name, minimum, maximum.
+struct IntKey {
+  const char* name;
+  std::int64_t min;
+  std::int64_t max;
+};
+
+Result<std::int64_t> integer_in(const toml::node& node, const IntKey& k) {
+  const auto* v = node.as_integer();
+  if (v == nullptr) return unexpected(config_error(k.name, "must be an integer"));
+  if (v->get() < k.min || v->get() > k.max) {
+    return unexpected(config_error(
+        k.name, "must be between " + std::to_string(k.min) + " and " + std::to_string(k.max)));
+  }
+  return v->get();
+}
+
+bool is_client_name(const std::string& s) {
+  if (s.empty() || s.size() > 64) return false;
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_';
+  });
+}
+
+Status parse_tokens(const toml::node& node, GatewayOptions& out) {
+  const auto* arr = node.as_array();
+  if (arr == nullptr) {
+    return unexpected(
+        config_error("tokens", "must be an array: [{ name = \"...\", sha256 = \"...\" }]"));
+  }
+  std::set<std::string> names;
+  std::set<std::array<unsigned char, 32>> hashes;
+  for (std::size_t i = 0; i < arr->size(); ++i) {
+    const std::string key = "tokens[" + std::to_string(i) + "]";
+    const auto* t = (*arr)[i].as_table();
+    if (t == nullptr) {
+      return unexpected(config_error(key, "must be a table { name = \"...\", sha256 = \"...\" }"));
+    }
+    GatewayToken token;
+    bool have_hash = false;
+    for (const auto& [k, v] : *t) {
+      const std::string field(k.str());
+      if (field == "name") {
+        const auto* s = v.as_string();
+        if (s == nullptr || !is_client_name(s->get())) {
+          return unexpected(
+              config_error(key + ".name", "must be 1 to 64 letters, digits, '.', '-' or '_'"));
+        }
+        token.name = s->get();
+      } else if (field == "sha256") {
+        const auto* s = v.as_string();
+        auto hash = s == nullptr ? std::nullopt : gateway::parse_sha256_hex(s->get());
+        if (!hash) {
+          return unexpected(config_error(
+              key + ".sha256",
+              "must be the token's SHA-256 as 64 hex digits (kolabus gateway-token prints it)"));
+        }
+        token.sha256 = *hash;
+        have_hash = true;
+      } else {
+        return unexpected(config_error(key + "." + field, "unknown key (known: name, sha256)"));
+      }
+    }
+    if (token.name.empty() || !have_hash) {
+      return unexpected(config_error(key, "needs both name and sha256"));
+    }
+    if (!names.insert(token.name).second) {
+      return unexpected(config_error(key + ".name", "\"" + token.name + "\" is listed twice"));
+    }
+    if (!hashes.insert(token.sha256).second) {
+      return unexpected(config_error(key + ".sha256", "the same token is listed twice"));
+    }
+    out.tokens.push_back(std::move(token));
+  }
+  return {};
+}
 
 }  // namespace
 
+bool is_loopback_host(const std::string& host) {
+  if (host == "localhost") return true;
+  in_addr v4{};
+  if (::inet_pton(AF_INET, host.c_str(), &v4) == 1) {
+    return (ntohl(v4.s_addr) >> 24) == 127;
+  }
+  in6_addr v6{};
+  if (::inet_pton(AF_INET6, host.c_str(), &v6) == 1) {
+    if (IN6_IS_ADDR_LOOPBACK(&v6)) return true;
+    return IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127;
+  }
+  return false;
+}
+
 Result<GatewayOptions> parse_gateway_options(const toml::table& table) {
   GatewayOptions o;
-  bool have_listen = false;
+  static constexpr const char* kKnown =
+      "listen, tls_cert, tls_key, tokens, max_batch, max_body_bytes, status_retention_days, "
+      "header_timeout_seconds, body_timeout_seconds, max_header_bytes, max_headers, "
+      "max_connections";
   for (const auto& [k, node] : table) {
     const std::string key(k.str());
+    auto integer = [&](std::int64_t min, std::int64_t max) {
+      return integer_in(node, IntKey{key.c_str(), min, max});
+    };
+    Result<std::int64_t> v = 0;
     if (key == "listen") {
       const auto* s = node.as_string();
       if (s == nullptr) return unexpected(config_error(key, "must be a string \"host:port\""));
       if (auto st = parse_listen(s->get(), o); !st) return unexpected(st.error());
-      have_listen = true;
+    } else if (key == "tls_cert" || key == "tls_key") {
+      const auto* s = node.as_string();
+      if (s == nullptr || s->get().empty()) {
+        return unexpected(config_error(key, "must be a file name (PEM)"));
+      }
+      (key == "tls_cert" ? o.tls_cert : o.tls_key) = s->get();
+    } else if (key == "tokens") {
+      if (auto st = parse_tokens(node, o); !st) return unexpected(st.error());
     } else if (key == "max_batch") {
-      auto v = positive_integer(node, key, 1'000'000);
-      if (!v) return unexpected(v.error());
+      if (!(v = integer(1, 1'000'000))) return unexpected(v.error());
       o.max_batch = static_cast<std::size_t>(*v);
     } else if (key == "max_body_bytes") {
-      auto v = positive_integer(node, key, std::int64_t{1} << 32);
-      if (!v) return unexpected(v.error());
+      if (!(v = integer(1, std::int64_t{1} << 32))) return unexpected(v.error());
       o.max_body_bytes = static_cast<std::size_t>(*v);
     } else if (key == "status_retention_days") {
-      auto v = positive_integer(node, key, 100 * 365);
-      if (!v) return unexpected(v.error());
+      if (!(v = integer(1, 100 * 365))) return unexpected(v.error());
       o.status_retention_days = static_cast<int>(*v);
+    } else if (key == "header_timeout_seconds") {
+      if (!(v = integer(1, 300))) return unexpected(v.error());
+      o.header_timeout_seconds = static_cast<int>(*v);
+    } else if (key == "body_timeout_seconds") {
+      if (!(v = integer(1, 3600))) return unexpected(v.error());
+      o.body_timeout_seconds = static_cast<int>(*v);
+    } else if (key == "max_header_bytes") {
+      if (!(v = integer(1024, 1 << 20))) return unexpected(v.error());
+      o.max_header_bytes = static_cast<std::size_t>(*v);
+    } else if (key == "max_headers") {
+      if (!(v = integer(1, 1000))) return unexpected(v.error());
+      o.max_headers = static_cast<std::size_t>(*v);
+    } else if (key == "max_connections") {
+      if (!(v = integer(1, 4096))) return unexpected(v.error());
+      o.max_connections = static_cast<std::size_t>(*v);
     } else {
-      return unexpected(config_error(
-          key, "unknown key (known: listen, max_batch, max_body_bytes, status_retention_days)"));
+      return unexpected(config_error(key, std::string("unknown key (known: ") + kKnown + ")"));
     }
   }
-  if (!have_listen) {
-    return unexpected(config_error("listen", "is required, e.g. listen = \"127.0.0.1:8080\""));
+  if (o.tls_cert.empty() != o.tls_key.empty()) {
+    return unexpected(config_error(o.tls_cert.empty() ? "tls_cert" : "tls_key",
+                                   "tls_cert and tls_key go together (TLS), or neither"));
+  }
+  if (!is_loopback_host(o.host)) {
+    std::string missing;
+    if (o.tls_cert.empty()) missing = "TLS (tls_cert, tls_key)";
+    if (o.tokens.empty()) missing += std::string(missing.empty() ? "" : " and ") + "tokens";
+    if (!missing.empty()) {
+      return unexpected(config_error(
+          "listen", o.host +
+                        " is not a loopback address: a gateway that other machines can "
+                        "reach must have TLS (tls_cert, tls_key) and client tokens "
+                        "(tokens); missing " +
+                        missing + ". Listen on 127.0.0.1 or configure both"));
+    }
   }
   return o;
 }
@@ -166,16 +321,24 @@ struct GatewayAdapter::Impl {
   SystemClock clock;
   std::atomic<TimeMs> next_prune_ms{0};
 
+  gateway::TokenSet tokens;
+
   std::unique_ptr<httplib::Server> server;
   std::thread thread;
   std::atomic<bool> listen_returned{false};
   std::atomic<int> port{0};
 
+  // /v1/ready: the last ping of the broker, reused for kReadyCacheFor.
+  std::mutex ready_mu;
+  std::unique_ptr<client::AdminClient> admin;
+  std::optional<std::chrono::steady_clock::time_point> ready_checked;
+  bool broker_ok = false;
+
   // ---- handlers ----------------------------------------------------------
 
   static void reply(httplib::Response& res, int status, const Json& body) {
     res.status = status;
-    res.set_content(body.dump(), kJsonType);
+    res.set_content(to_text(body), kJsonType);
   }
   static void reply_error(httplib::Response& res, int status, const std::string& message) {
     reply(res, status, Json{{"error", message}});
@@ -311,58 +474,171 @@ struct GatewayAdapter::Impl {
     reply(res, 200, Json{{"status", "ok"}, {"pending", ctx.publisher->stats().pending}});
   }
 
-  // One entry point for every method and path, so that a known path with the wrong
-  // method is a 405 (httplib's own routing would answer 404).
-  void dispatch(const httplib::Request& req, httplib::Response& res) {
+  // Pings the broker at most once per kReadyCacheFor; concurrent requests wait for the
+  // one ping in progress and share its answer.
+  bool broker_answers() {
+    std::lock_guard lock(ready_mu);
+    const auto now = std::chrono::steady_clock::now();
+    if (ready_checked && now - *ready_checked < kReadyCacheFor) return broker_ok;
+    std::string problem;
+    if (!admin) {
+      auto a = client::AdminClient::connect(ctx.broker, kPingTimeout, ctx.curve);
+      if (a) {
+        admin = std::move(*a);
+      } else {
+        problem = a.error().to_string();
+      }
+    }
+    if (admin) {
+      auto pong = admin->ping();
+      if (!pong) {
+        problem = pong.error().to_string();
+        admin.reset();  // a fresh connection next time
+      }
+    }
+    const bool ok = problem.empty();
+    if (ok != broker_ok || !ready_checked) {
+      if (ok) {
+        spdlog::info("gateway: ready: the broker at {} answers", ctx.broker);
+      } else {
+        spdlog::warn("gateway: not ready: {}", problem);
+      }
+    }
+    broker_ok = ok;
+    ready_checked = std::chrono::steady_clock::now();
+    return ok;
+  }
+
+  void ready(httplib::Response& res) {
+    if (broker_answers()) {
+      reply(res, 200, Json{{"status", "ready"}, {"pending", ctx.publisher->stats().pending}});
+      return;
+    }
+    res.set_header("Retry-After", "1");
+    reply(res, 503,
+          Json{{"error",
+                "the broker does not answer; events posted now wait in the outbox until it does"},
+               {"status", "unavailable"},
+               {"pending", ctx.publisher->stats().pending}});
+  }
+
+  // Runs once the request line and headers are in, before the body is read: what can be
+  // refused without the body is refused here (and the connection closed if a body was
+  // coming), so that no stranger makes the gateway read megabytes.
+  httplib::Server::HandlerResponse pre_route(const httplib::Request& req, httplib::Response& res) {
+    gateway::headers_complete();
+    auto& state = gateway::current_request();
     const std::string& path = req.path;
     const std::string& m = req.method;
-    auto method_not_allowed = [&](const char* allow) {
-      res.set_header("Allow", allow);
-      reply_error(res, 405, m + " is not allowed on " + path + " (allowed: " + allow + ")");
+    const bool has_body =
+        req.has_header("Transfer-Encoding") ||
+        (req.has_header("Content-Length") && req.get_header_value("Content-Length") != "0");
+    auto answer = [&](int status, const std::string& message) {
+      if (has_body) {
+        state.close = true;
+        res.set_header("Connection", "close");
+      }
+      reply_error(res, status, message);
+      return httplib::Server::HandlerResponse::Handled;
     };
+    const Route route = route_of(path);
+    if (route == Route::kNone) return answer(404, "no such endpoint: " + path.substr(0, 200));
+    const char* allow = route == Route::kEvents ? "POST" : "GET";
+    const bool allowed = route == Route::kEvents ? m == "POST" : (m == "GET" || m == "HEAD");
+    if (!allowed) {
+      res.set_header("Allow", allow);
+      return answer(405,
+                    m + " is not allowed on " + path.substr(0, 200) + " (allowed: " + allow + ")");
+    }
+    if ((route == Route::kEvents || route == Route::kEvent) && !tokens.empty()) {
+      const std::string authorization = req.get_header_value("Authorization");
+      auto client = tokens.authenticate(authorization);
+      if (!client) {
+        res.set_header("WWW-Authenticate", authorization.empty()
+                                               ? std::string(kRealm)
+                                               : std::string(kRealm) + ", error=\"invalid_token\"");
+        return answer(401, authorization.empty()
+                               ? "this gateway needs Authorization: Bearer <token>"
+                               : "the bearer token is not valid here");
+      }
+      state.client = std::move(*client);
+    }
+    if (route == Route::kEvents) {
+      if (!is_json_type(req.get_header_value("Content-Type"))) {
+        return answer(415, "Content-Type must be application/json");
+      }
+      if (req.has_header("Content-Length")) {
+        const std::string text = req.get_header_value("Content-Length");
+        std::uint64_t length = 0;
+        const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), length);
+        if (ec != std::errc() || end != text.data() + text.size()) {
+          return answer(400, "Content-Length is not a number");
+        }
+        if (length > opt.max_body_bytes) {
+          return answer(400, "the body is larger than " + std::to_string(opt.max_body_bytes) +
+                                 " bytes (max_body_bytes)");
+        }
+      }
+    }
+    return httplib::Server::HandlerResponse::Unhandled;
+  }
+
+  // The handlers of what pre_route let through: a known path with an allowed method.
+  void dispatch(const httplib::Request& req, httplib::Response& res) {
     static const std::string kEventsPrefix = "/v1/events/";
-    if (path == "/v1/events") {
-      if (m == "POST") return post_events(req, res);
-      return method_not_allowed("POST");
+    switch (route_of(req.path)) {
+      case Route::kEvents:
+        return post_events(req, res);
+      case Route::kEvent:
+        return get_event(req.path.substr(kEventsPrefix.size()), res);
+      case Route::kHealth:
+        return health(res);
+      case Route::kReady:
+        return ready(res);
+      case Route::kNone:
+        break;
     }
-    if (path.size() > kEventsPrefix.size() && path.rfind(kEventsPrefix, 0) == 0 &&
-        path.find('/', kEventsPrefix.size()) == std::string::npos) {
-      if (m == "GET" || m == "HEAD") return get_event(path.substr(kEventsPrefix.size()), res);
-      return method_not_allowed("GET");
-    }
-    if (path == "/v1/health") {
-      if (m == "GET" || m == "HEAD") return health(res);
-      return method_not_allowed("GET");
-    }
-    reply_error(res, 404, "no such endpoint: " + path);
+    reply_error(res, 404, "no such endpoint: " + req.path.substr(0, 200));
   }
 
   void configure(httplib::Server& svr) {
-    svr.new_task_queue = [] { return new httplib::ThreadPool(kServerThreads); };
     svr.set_keep_alive_timeout(kKeepAliveSeconds);
-    svr.set_read_timeout(kIoTimeoutSeconds, 0);
-    svr.set_write_timeout(kIoTimeoutSeconds, 0);
+    svr.set_keep_alive_max_count(kKeepAliveRequests);
     svr.set_tcp_nodelay(true);
     svr.set_payload_max_length(opt.max_body_bytes);
 
-    svr.set_pre_routing_handler([](const httplib::Request&, httplib::Response&) {
-      request_started = std::chrono::steady_clock::now();
-      return httplib::Server::HandlerResponse::Unhandled;
+    svr.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+      return pre_route(req, res);
     });
     const auto all = [this](const httplib::Request& req, httplib::Response& res) {
       dispatch(req, res);
     };
     svr.Get(".*", all);
     svr.Post(".*", all);
-    svr.Put(".*", all);
-    svr.Patch(".*", all);
-    svr.Delete(".*", all);
-    svr.Options(".*", all);
 
-    // Errors httplib makes itself (unparsable request, body over the limit) get a JSON
-    // body like ours; over the limit is a 400 in our contract, not a 413.
+    // Errors httplib makes itself (unparsable request, body over the limit) and the
+    // edge's cuts get a JSON body like ours; over the limit is a 400 in our contract,
+    // not a 413.
     svr.set_error_handler(httplib::Server::HandlerWithResponse([this](const httplib::Request&,
                                                                       httplib::Response& res) {
+      const auto& state = gateway::current_request();
+      if (state.cut != gateway::Cut::kNone) {
+        const bool timeout =
+            state.cut == gateway::Cut::kHeaderTimeout || state.cut == gateway::Cut::kBodyTimeout;
+        res.status = timeout ? 408 : 431;
+        res.set_header("Connection", "close");
+        res.set_content(
+            error_body(timeout ? (state.cut == gateway::Cut::kHeaderTimeout
+                                      ? "request timeout: the headers did not arrive within " +
+                                            std::to_string(opt.header_timeout_seconds) + " s"
+                                      : "request timeout: the body did not arrive within " +
+                                            std::to_string(opt.body_timeout_seconds) + " s")
+                               : "request header fields too large (at most " +
+                                     std::to_string(opt.max_headers) + " headers, " +
+                                     std::to_string(opt.max_header_bytes) + " bytes)"),
+            kJsonType);
+        return httplib::Server::HandlerResponse::Handled;
+      }
       if (res.status == 413) {
         res.status = 400;
         res.set_content(error_body("the body is larger than " + std::to_string(opt.max_body_bytes) +
@@ -371,6 +647,12 @@ struct GatewayAdapter::Impl {
         return httplib::Server::HandlerResponse::Handled;
       }
       if (res.body.empty()) {
+        // httplib's own refusals (a request line or headers it cannot parse): what follows
+        // on the connection cannot be trusted to start a request, so it is closed.
+        if (res.status == 400) {
+          gateway::current_request().close = true;
+          res.set_header("Connection", "close");
+        }
         res.set_content(error_body(status_reason(res.status)), kJsonType);
         return httplib::Server::HandlerResponse::Handled;
       }
@@ -389,15 +671,15 @@ struct GatewayAdapter::Impl {
           res.status = 500;
           res.set_content(error_body("internal error"), kJsonType);
         });
+    // One line per request, with the client that the token named ("-": none). Never
+    // the token.
     svr.set_logger([](const httplib::Request& req, const httplib::Response& res) {
-      double ms = 0;
-      if (request_started) {
-        ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
-                                                       *request_started)
-                 .count();
-        request_started.reset();
-      }
-      spdlog::info("gateway: {} {} {} {:.1f}ms", req.method, req.path, res.status, ms);
+      const auto& state = gateway::current_request();
+      const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() -
+                                                                  state.started)
+                            .count();
+      spdlog::info("gateway: {} {} {} {:.1f}ms client {}", req.method, req.path, res.status, ms,
+                   state.client.empty() ? "-" : state.client);
     });
   }
 };
@@ -412,9 +694,33 @@ Result<std::unique_ptr<GatewayAdapter>> GatewayAdapter::create(GatewayOptions op
     return unexpected(Errc::kInvalidArgument,
                       "[[gateway]] needs the agency's publisher and outcome hub");
   }
+  if (!options.tls_key.empty()) {
+    // The key must not be readable by anyone but its owner (as ssh insists).
+    struct stat st {};
+    if (::stat(options.tls_key.c_str(), &st) != 0) {
+      return unexpected(Errc::kInvalidArgument, "[[gateway]] tls_key: cannot read " +
+                                                    options.tls_key + ": " + std::strerror(errno));
+    }
+    if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
+      char mode[8];
+      std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+      return unexpected(Errc::kInvalidArgument,
+                        "[[gateway]] tls_key: " + options.tls_key + " has mode " + mode +
+                            ": a private key must be readable by its owner only; chmod 600 " +
+                            options.tls_key);
+    }
+    if (!std::filesystem::is_regular_file(options.tls_cert)) {
+      return unexpected(Errc::kInvalidArgument,
+                        "[[gateway]] tls_cert: " + options.tls_cert + " is not a file");
+    }
+  }
+  if (sodium_init() < 0) {
+    return unexpected(Errc::kInternal, "[[gateway]] libsodium cannot be initialised");
+  }
   auto impl = std::make_unique<Impl>();
   impl->opt = std::move(options);
   impl->ctx = context;
+  impl->tokens = gateway::TokenSet(impl->opt.tokens);
   std::error_code ec;
   std::filesystem::create_directories(context.data_dir, ec);
   if (ec) {
@@ -438,19 +744,41 @@ Result<std::unique_ptr<GatewayAdapter>> GatewayAdapter::create(GatewayOptions op
   return std::unique_ptr<GatewayAdapter>(new GatewayAdapter(std::move(impl)));
 }
 
+namespace {
+
+std::string url_of(const GatewayOptions& o, int port) {
+  const bool v6 = o.host.find(':') != std::string::npos;
+  return std::string(o.tls_cert.empty() ? "http://" : "https://") +
+         (v6 ? "[" + o.host + "]" : o.host) + ":" + std::to_string(port);
+}
+
+}  // namespace
+
 std::string GatewayAdapter::describe() const {
   const auto& o = impl_->opt;
-  const bool v6 = o.host.find(':') != std::string::npos;
   const int port = impl_->port.load() != 0 ? impl_->port.load() : o.port;
-  return "gateway http://" + (v6 ? "[" + o.host + "]" : o.host) + ":" + std::to_string(port) +
-         " (max_batch " + std::to_string(o.max_batch) + ", statuses in " + impl_->store_path + ")";
+  return "gateway " + url_of(o, port) + " (TLS " + (o.tls_cert.empty() ? "off" : "on") + ", " +
+         std::to_string(o.tokens.size()) + " client tokens, max_batch " +
+         std::to_string(o.max_batch) + ", statuses in " + impl_->store_path + ")";
 }
 
 Status GatewayAdapter::start() {
   if (impl_->server) return unexpected(Errc::kInvalidArgument, "gateway already started");
-  auto svr = std::make_unique<httplib::Server>();
-  impl_->configure(*svr);
   const auto& o = impl_->opt;
+  gateway::EdgeLimits limits;
+  limits.header_timeout = std::chrono::seconds(o.header_timeout_seconds);
+  limits.body_timeout = std::chrono::seconds(o.body_timeout_seconds);
+  limits.keep_alive_timeout = std::chrono::seconds(kKeepAliveSeconds);
+  limits.keep_alive_max = kKeepAliveRequests;
+  limits.max_header_bytes = o.max_header_bytes;
+  limits.max_headers = o.max_headers;
+  limits.max_connections = o.max_connections;
+  std::optional<gateway::TlsFiles> tls;
+  if (!o.tls_cert.empty()) tls = gateway::TlsFiles{o.tls_cert, o.tls_key};
+  auto made = gateway::make_edge_server(limits, tls);
+  if (!made) return unexpected(made.error());
+  std::unique_ptr<httplib::Server> svr = std::move(*made);
+  impl_->configure(*svr);
   int port = o.port;
   if (o.port == 0) {
     port = svr->bind_to_any_port(o.host);
@@ -463,6 +791,7 @@ Status GatewayAdapter::start() {
                                               std::to_string(o.port) +
                                               " (address in use or not local?)");
   }
+  gateway::set_listen_backlog(*svr, kListenBacklog);
   impl_->maybe_prune(impl_->clock.now_ms());
   impl_->listen_returned = false;
   httplib::Server* raw = svr.get();
@@ -478,7 +807,11 @@ Status GatewayAdapter::start() {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   impl_->port = port;
-  spdlog::info("gateway: listening on {}:{}", o.host, port);
+  spdlog::info("gateway: listening on {}, TLS {}, {} client tokens loaded{}", url_of(o, port),
+               tls ? "on" : "off", o.tokens.size(),
+               o.tokens.empty() ? " (no authentication: anyone who reaches this loopback "
+                                  "address publishes as the agency)"
+                                : "");
   return {};
 }
 

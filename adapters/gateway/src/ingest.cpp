@@ -1,5 +1,7 @@
 #include "ingest.h"
 
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 
 #include <schemas/protocol_generated.h>
@@ -44,10 +46,44 @@ EventError codec_error(std::size_t index, const std::string& message) {
   return e;
 }
 
+// The deepest nesting of arrays and objects in `body`, outside strings; stops counting
+// past `limit`. A JSON event nests 4 deep; a body of a million '[' must not reach the
+// recursive parts of the parsers and the dump.
+std::size_t nesting_depth(std::string_view body, std::size_t limit) {
+  std::size_t depth = 0, deepest = 0;
+  bool in_string = false, escaped = false;
+  for (const char c : body) {
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      deepest = std::max(deepest, ++depth);
+      if (deepest > limit) return deepest;
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return deepest;
+}
+
 }  // namespace
 
 Result<Ingested> ingest_body(std::string_view body, std::size_t max_batch,
                              schemas::JsonCodec& codec, const schemas::ValidationContext& rules) {
+  if (body.empty()) return unexpected(Errc::kInvalidArgument, "the body is empty");
+  if (nesting_depth(body, kMaxNesting) > kMaxNesting) {
+    return unexpected(Errc::kInvalidArgument, "the body nests arrays and objects more than " +
+                                                  std::to_string(kMaxNesting) + " deep");
+  }
   Json doc;
   try {
     doc = Json::parse(body.begin(), body.end());

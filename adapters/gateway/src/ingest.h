@@ -30,8 +30,12 @@ struct Ingested {
   std::size_t total = 0;                      // events in the request
 };
 
-// kInvalidArgument (HTTP 400) for a body that is not JSON, neither an object nor an
-// array, an empty array or one longer than max_batch. Otherwise every element is
+// Arrays and objects nest at most this deep in a body (an event needs 4).
+inline constexpr std::size_t kMaxNesting = 32;
+
+// kInvalidArgument (HTTP 400) for a body that is empty, nested deeper than kMaxNesting,
+// not JSON (not UTF-8 included; the message may quote the bad bytes), neither an object
+// nor an array, an empty array or one longer than max_batch. Otherwise every element is
 // converted with the codec and checked with validate_event; each failure is one
 // EventError.
 Result<Ingested> ingest_body(std::string_view body, std::size_t max_batch,

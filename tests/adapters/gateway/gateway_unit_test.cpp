@@ -5,7 +5,9 @@
 
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
+#include <sodium.h>
 
+#include "auth.h"
 #include "ingest.h"
 #include "status_store.h"
 #include "temp_dir.h"
@@ -29,14 +31,21 @@ Result<GatewayOptions> parse(const std::string& text) {
 }  // namespace
 
 TEST_CASE("Gateway config: defaults, limits and errors that name the key") {
-  SUBCASE("listen alone takes the defaults") {
-    auto o = parse("listen = \"0.0.0.0:8080\"");
+  SUBCASE("an empty table takes the defaults: loopback, no TLS, no tokens") {
+    auto o = parse("");
     REQUIRE(o.has_value());
-    CHECK(o->host == "0.0.0.0");
+    CHECK(o->host == "127.0.0.1");
     CHECK(o->port == 8080);
     CHECK(o->max_batch == 1000);
     CHECK(o->max_body_bytes == 8u * 1024 * 1024);
     CHECK(o->status_retention_days == 30);
+    CHECK(o->tls_cert.empty());
+    CHECK(o->tokens.empty());
+    CHECK(o->header_timeout_seconds == 5);
+    CHECK(o->body_timeout_seconds == 30);
+    CHECK(o->max_header_bytes == 16384);
+    CHECK(o->max_headers == 64);
+    CHECK(o->max_connections == 64);
   }
   SUBCASE("every key") {
     auto o = parse(
@@ -57,7 +66,6 @@ TEST_CASE("Gateway config: defaults, limits and errors that name the key") {
     };
     CHECK(error_of("listen = \"127.0.0.1:1\"\nlisten_port = 3").find("listen_port") !=
           std::string::npos);
-    CHECK(error_of("max_batch = 3").find("listen") != std::string::npos);
     CHECK(error_of("listen = \"localhost\"").find("listen") != std::string::npos);
     CHECK(error_of("listen = \"localhost:99999\"").find("listen") != std::string::npos);
     CHECK(error_of("listen = 8080").find("listen") != std::string::npos);
@@ -67,6 +75,121 @@ TEST_CASE("Gateway config: defaults, limits and errors that name the key") {
     CHECK(error_of("listen = \"h:1\"\nstatus_retention_days = -1").find("status_retention_days") !=
           std::string::npos);
   }
+}
+
+TEST_CASE("Gateway config: the edge: TLS, tokens, limits, and off loopback only with both") {
+  const std::string hash(64, 'a');
+  const std::string tls = "tls_cert = \"gw.crt\"\ntls_key = \"gw.key\"\n";
+  const std::string tokens = "tokens = [{ name = \"simrs\", sha256 = \"" + hash + "\" }]\n";
+  auto error_of = [](const std::string& text) {
+    auto o = parse(text);
+    REQUIRE(!o.has_value());
+    CHECK(o.error().code == Errc::kInvalidArgument);
+    return o.error().message;
+  };
+  SUBCASE("every edge key") {
+    auto o = parse(tls + tokens +
+                   "header_timeout_seconds = 2\nbody_timeout_seconds = 9\nmax_header_bytes = "
+                   "4096\nmax_headers = 10\nmax_connections = 16\nlisten = \"0.0.0.0:8443\"");
+    REQUIRE_MESSAGE(o.has_value(), o.error().message);
+    CHECK(o->host == "0.0.0.0");
+    CHECK(o->tls_cert == "gw.crt");
+    CHECK(o->tls_key == "gw.key");
+    REQUIRE(o->tokens.size() == 1);
+    CHECK(o->tokens[0].name == "simrs");
+    CHECK(o->tokens[0].sha256[0] == 0xaa);
+    CHECK(o->header_timeout_seconds == 2);
+    CHECK(o->body_timeout_seconds == 9);
+    CHECK(o->max_header_bytes == 4096);
+    CHECK(o->max_headers == 10);
+    CHECK(o->max_connections == 16);
+  }
+  SUBCASE("loopback addresses need neither") {
+    for (const char* host :
+         {"127.0.0.1", "127.1.2.3", "localhost", "[::1]", "[::ffff:127.0.0.1]"}) {
+      INFO(host);
+      CHECK(parse(std::string("listen = \"") + host + ":8080\"").has_value());
+    }
+  }
+  SUBCASE("any other address needs TLS and tokens, and says which is missing") {
+    for (const char* host : {"0.0.0.0", "[::]", "10.1.2.3", "gateway.example"}) {
+      INFO(host);
+      const std::string listen = std::string("listen = \"") + host + ":8443\"\n";
+      const auto neither = error_of(listen);
+      CHECK(neither.find("loopback") != std::string::npos);
+      CHECK(neither.find("TLS") != std::string::npos);
+      CHECK(neither.find("tokens") != std::string::npos);
+      const auto no_tokens = error_of(listen + tls);
+      CHECK(no_tokens.find("missing tokens") != std::string::npos);
+      const auto no_tls = error_of(listen + tokens);
+      CHECK(no_tls.find("missing TLS") != std::string::npos);
+      CHECK(parse(listen + tls + tokens).has_value());
+    }
+  }
+  SUBCASE("errors") {
+    CHECK(error_of("tls_cert = \"a.crt\"").find("tls_key") != std::string::npos);
+    CHECK(error_of("tls_key = \"a.key\"").find("tls_cert") != std::string::npos);
+    CHECK(error_of("tokens = \"secret\"").find("tokens") != std::string::npos);
+    CHECK(error_of("tokens = [{ name = \"a\" }]").find("tokens[0]") != std::string::npos);
+    CHECK(error_of("tokens = [{ name = \"a\", sha256 = \"abc\" }]").find("tokens[0].sha256") !=
+          std::string::npos);
+    CHECK(error_of("tokens = [{ name = \"a b\", sha256 = \"" + hash + "\" }]")
+              .find("tokens[0].name") != std::string::npos);
+    CHECK(error_of("tokens = [{ name = \"a\", sha256 = \"" + hash + "\", token = \"x\" }]")
+              .find("tokens[0].token") != std::string::npos);
+    CHECK(error_of(tokens.substr(0, tokens.size() - 2) + ", { name = \"simrs\", sha256 = \"" +
+                   std::string(64, 'b') + "\" }]")
+              .find("twice") != std::string::npos);
+    CHECK(error_of(tokens.substr(0, tokens.size() - 2) + ", { name = \"other\", sha256 = \"" +
+                   std::string(64, 'A') + "\" }]")
+              .find("twice") != std::string::npos);
+    CHECK(error_of("header_timeout_seconds = 0").find("header_timeout_seconds") !=
+          std::string::npos);
+    CHECK(error_of("max_header_bytes = 10").find("max_header_bytes") != std::string::npos);
+    CHECK(error_of("max_connections = 100000").find("max_connections") != std::string::npos);
+  }
+}
+
+TEST_CASE("Gateway tokens: the client a bearer token names, anything else is nobody") {
+  REQUIRE(sodium_init() >= 0);
+  auto entry = [](const std::string& name, const std::string& token) {
+    GatewayToken t;
+    t.name = name;
+    crypto_hash_sha256(t.sha256.data(), reinterpret_cast<const unsigned char*>(token.data()),
+                       token.size());
+    return t;
+  };
+  const gateway::TokenSet set({entry("simrs", "kgw_one"), entry("lab", "kgw_two")});
+  CHECK(set.authenticate("Bearer kgw_one") == "simrs");
+  CHECK(set.authenticate("bearer kgw_two") == "lab");
+  CHECK(set.authenticate("BEARER   kgw_two  ") == "lab");
+  CHECK(!set.authenticate("Bearer kgw_three"));
+  CHECK(!set.authenticate("Bearer kgw_on"));
+  CHECK(!set.authenticate("Bearer "));
+  CHECK(!set.authenticate("kgw_one"));
+  CHECK(!set.authenticate("Basic kgw_one"));
+  CHECK(!set.authenticate(""));
+  CHECK(gateway::parse_sha256_hex(std::string(64, 'F')).has_value());
+  CHECK(!gateway::parse_sha256_hex(std::string(63, 'a')));
+  CHECK(!gateway::parse_sha256_hex(std::string(64, 'g')));
+}
+
+TEST_CASE("Gateway ingest: empty, deep, non-UTF-8 bodies are 400s with printable messages") {
+  auto codec = schemas::JsonCodec::create();
+  REQUIRE(codec.has_value());
+  const schemas::ValidationContext rules{schemas::RegionTable::embedded(), SystemClock().now_ms()};
+  for (const std::string& body :
+       {std::string(), std::string(33, '[') + std::string(33, ']'), std::string("\xff\xfe"),
+        std::string("{\"a\": \"\xff\"}"), std::string("[{\"a\": [") + std::string(40, '{')}) {
+    auto r = gateway::ingest_body(body, 10, *codec, rules);
+    REQUIRE(!r.has_value());
+    CHECK(r.error().code == Errc::kInvalidArgument);
+  }
+  // Brackets inside strings do not count as nesting.
+  const std::string in_string = "{\"x\": \"" + std::string(100, '[') + "\"}";
+  auto r = gateway::ingest_body(in_string, 10, *codec, rules);
+  REQUIRE(r.has_value());
+  CHECK(r->errors.size() == 1);
 }
 
 TEST_CASE("Gateway factory: needs the publisher and the hub") {
