@@ -201,7 +201,7 @@ Status write_webhook_secret(const std::string& path, const std::string& serializ
     return unexpected(Errc::kInvalidArgument,
                       path + " already exists (refusing to overwrite a secret)");
   }
-  auto st = keys_detail::write_file_atomically(dir, path, serialized + "\n", 0600, overwrite);
+  auto st = write_file_atomically(path, serialized + "\n", 0600, overwrite);
   if (!st) return st;
   const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {
