@@ -108,6 +108,8 @@ struct CurveSetup {
     std::ofstream(dir.str("agencies.toml"))
         << "[[agency]]\nname = \"disdukcapil-medan\"\npublic_key = \"" << registry_keys.public_key
         << "\"\npublish = { kinds = [\"*\"], regions = [\"1271\"] }\n"
+           // A person query reports only events within the asker's own receive grant.
+           "subscribe = { kinds = [\"*\"], regions = [\"1271\"] }\n"
            "operate = true\n"
            "agreement = { pks = \"PKS/1\", purpose = \"registry\", valid_from = 2020-01-01, "
            "valid_until = 2099-12-31 }\n";

@@ -661,6 +661,9 @@ TEST_CASE("Resources: a storm of 300 CURVE clients reconnecting leaves the broke
   std::ofstream(dir.str("agencies.toml"))
       << "[[agency]]\nname = \"disdukcapil-medan\"\npublic_key = \"" << agency_keys->public_key
       << "\"\npublish = { kinds = [\"*\"], regions = [\"1271\"] }\n"
+         // One agency's 300 connections at once: above the default limit of 64, which
+         // is what limits_test.cpp is about; here the storm itself.
+         "limits = { connections = 1000 }\n"
          "agreement = { pks = \"PKS/1\", purpose = \"registry\", valid_from = 2020-01-01, "
          "valid_until = 2099-12-31 }\n";
   test::BrokerProcess broker(

@@ -669,7 +669,9 @@ void check_audit_key_moves_out(const Fixture& f) {
   REQUIRE(write_key_pair(dir.str("keys"), "ops", ops_keys, false).has_value());
   std::ofstream(dir.str("agencies.toml"))
       << "[[agency]]\nname = \"disdukcapil-medan\"\npublic_key = \"" << ops_keys.public_key
-      << "\"\noperate = true\nagreement = { pks = \"PKS/1\", purpose = \"registry\", "
+      // A person query reports only events within the asker's own receive grant.
+      << "\"\nsubscribe = { kinds = [\"*\"], regions = [\"*\"] }\noperate = true\n"
+         "agreement = { pks = \"PKS/1\", purpose = \"registry\", "
          "valid_from = 2020-01-01, valid_until = 2099-12-31 }\n";
   const std::vector<std::string> curve{"--key", dir.str("keys/broker.key"), "--agencies",
                                        dir.str("agencies.toml")};
