@@ -951,7 +951,9 @@ struct Server::Impl {
   // bounds (Outbound). Logged as a client stalls and as it resumes.
   bool can_send(const ClientId& client) {
     auto it = connections.find(client.bytes);
-    const std::string_view agency = it == connections.end() ? "" : it->second.agency;
+    // (Not `cond ? "" : agency`: that makes a temporary std::string the view outlives.)
+    std::string_view agency;
+    if (it != connections.end()) agency = it->second.agency;
     const bool ok =
         outbound.may_send(client, agency, policy.limits(agency), options.max_outgoing_bytes);
     if (!ok && outbound.bytes_of(client) > 0 && stalled.insert(client.bytes).second) {
